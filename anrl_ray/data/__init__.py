@@ -1,0 +1,1 @@
+"""Domain datasets: on-disk format, synthetic benchmark, converters, Ray Data pipelines."""
