@@ -1,0 +1,158 @@
+"""Model selection as pure functions over records (DomainBed style).
+
+Three methods, never mixed up; every reported number carries its method's name:
+
+- ``source_val`` (default): the epoch and configuration with the best metric on held-out
+  SOURCE subjects (the dev split). No target data is looked at.
+- ``lodo``: leave-one-source-domain-out. For a configuration, D extra runs each train on D-1
+  sources and validate on the held-out source (records with ``holdout`` set, produced by
+  ``run_search.py --selection lodo`` or ``anrl-ray train ... holdout=X``); the epoch with the
+  best mean held-out score is chosen, and the target numbers come from the configuration's
+  run on all D sources at that epoch.
+- ``oracle``: the epoch and configuration with the best TARGET-test AUC, as the reference code
+  selects. An upper bound, reported in its own labelled column, never an objective.
+
+A "run" is the list of per-epoch records of one training run; runs are keyed by trial name.
+Records of one configuration share ``record["group"]`` (the trial name when absent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+METHODS = ("source_val", "lodo", "oracle")
+Run = Sequence[Mapping[str, Any]]
+
+
+def val_score(record: Mapping[str, Any]) -> float:
+    """Source-validation objective of one record, lower is better (HTER at its EER, or 1 - AUC)."""
+    metric = record["config"].get("selection_metric", "hter")
+    val = record["val"]
+    value = val["hter_eer"] if metric == "hter" else 1.0 - val["auc"]
+    return float("inf") if value is None else float(value)
+
+
+def oracle_score(record: Mapping[str, Any]) -> float:
+    """Target-test objective of the reference code (best AUC), lower is better."""
+    auc = record["target_metrics"]["auc"]
+    return float("inf") if auc is None else -float(auc)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of one selection method: which run and epoch, and that epoch's record."""
+
+    method: str
+    trial: str
+    epoch: int
+    score: float  # the selection objective (lower is better), in the method's own terms
+    record: Mapping[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        t = self.record["target_metrics"]
+        return {
+            "selection": self.method,
+            "trial": self.trial,
+            "epoch": self.epoch,
+            "selection_score": self.score,
+            "val_hter_eer": self.record["val"]["hter_eer"],
+            "val_auc": self.record["val"]["auc"],
+            "target_hter@source_val_threshold": t["hter"],
+            "target_hter@target_eer": t["hter_eer"],
+            "target_auc": t["auc"],
+            "target_tpr@fpr=1%": t["tpr@fpr=1%"],
+            "threshold": self.record["thresholds"]["source_val_eer"],
+        }
+
+
+def _best(run: Run, key) -> Mapping[str, Any]:
+    if not run:
+        raise ValueError("a run with no records cannot be selected from")
+    # ties: the earlier epoch (fewer updates) wins
+    return min(run, key=lambda r: (key(r), r["epoch"]))
+
+
+def select_epoch_source_val(run: Run) -> Selection:
+    """Best epoch of one run by source validation."""
+    r = _best(run, val_score)
+    return Selection("source_val", r.get("trial", ""), int(r["epoch"]), val_score(r), r)
+
+
+def select_epoch_oracle(run: Run) -> Selection:
+    """Best epoch of one run by target-test AUC (upper bound only)."""
+    r = _best(run, oracle_score)
+    return Selection("oracle", r.get("trial", ""), int(r["epoch"]), oracle_score(r), r)
+
+
+def _full_runs(runs: Mapping[str, Run]) -> dict[str, Run]:
+    """Runs trained on every source (no held-out domain)."""
+    return {name: run for name, run in runs.items() if run and not run[0].get("holdout")}
+
+
+def select_source_val(runs: Mapping[str, Run]) -> Selection:
+    """Best (trial, epoch) over all full runs by source validation."""
+    full = _full_runs(runs)
+    if not full:
+        raise ValueError("no run trained on all source domains among the records")
+    best = [select_epoch_source_val(run) for run in full.values()]
+    return min(best, key=lambda s: (s.score, s.trial))
+
+
+def select_oracle(runs: Mapping[str, Run]) -> Selection:
+    """Best (trial, epoch) over all full runs by target-test AUC (upper bound only)."""
+    full = _full_runs(runs)
+    if not full:
+        raise ValueError("no run trained on all source domains among the records")
+    best = [select_epoch_oracle(run) for run in full.values()]
+    return min(best, key=lambda s: (s.score, s.trial))
+
+
+def lodo_scores(runs: Mapping[str, Run]) -> dict[str, dict[int, float]]:
+    """Per configuration group: epoch -> mean held-out-source score over its holdout runs.
+
+    Only epochs present in every holdout run of the group count; a group whose holdout runs
+    do not cover every source of its protocol is left out (an incomplete LODO estimate).
+    """
+    groups: dict[str, list[Run]] = {}
+    for run in runs.values():
+        if run and run[0].get("holdout"):
+            groups.setdefault(run[0].get("group") or run[0].get("trial", ""), []).append(run)
+    out: dict[str, dict[int, float]] = {}
+    for group, held in groups.items():
+        sources = set(held[0]["sources"]) | {held[0]["holdout"]}
+        if {r[0]["holdout"] for r in held} != sources:
+            continue
+        per_epoch = [{int(r["epoch"]): val_score(r) for r in run} for run in held]
+        common = set.intersection(*(set(p) for p in per_epoch))
+        out[group] = {e: sum(p[e] for p in per_epoch) / len(per_epoch) for e in sorted(common)}
+    return out
+
+
+def select_lodo(runs: Mapping[str, Run]) -> Selection:
+    """Best (configuration, epoch) by mean held-out-source score; target numbers from its full run."""
+    scores = lodo_scores(runs)
+    full_by_group = {(run[0].get("group") or name): run for name, run in _full_runs(runs).items()}
+    candidates = []
+    for group, per_epoch in scores.items():
+        full = full_by_group.get(group)
+        if full is None:
+            continue
+        by_epoch = {int(r["epoch"]): r for r in full}
+        for epoch, score in per_epoch.items():
+            if epoch in by_epoch:
+                candidates.append((score, group, epoch, by_epoch[epoch]))
+    if not candidates:
+        raise ValueError(
+            "lodo selection needs, per configuration, one run holding out each source domain plus one run "
+            "on all sources (run_search.py --selection lodo produces them)"
+        )
+    score, group, epoch, rec = min(candidates, key=lambda c: (c[0], c[2], c[1]))
+    return Selection("lodo", rec.get("trial", group), epoch, score, rec)
+
+
+def select(runs: Mapping[str, Run], method: str = "source_val") -> Selection:
+    """Dispatch by method name."""
+    if method not in METHODS:
+        raise ValueError(f"unknown selection method {method!r}; choose one of {', '.join(METHODS)}")
+    return {"source_val": select_source_val, "lodo": select_lodo, "oracle": select_oracle}[method](runs)
