@@ -43,6 +43,11 @@ RECORDS_FILE = "records.jsonl"
 VAL_KEYS = ("auc", "eer", "hter_eer", "tpr@fpr=1%")
 
 
+def checkpoint_dir_name(epoch: int) -> str:
+    """Folder name of an epoch's checkpoint inside its run folder: ``RUN/checkpoint_epoch0003``."""
+    return f"checkpoint_epoch{epoch:04d}"
+
+
 def code_version() -> str:
     """Package version plus the git commit when run from a checkout (recorded with every result)."""
     try:
@@ -300,6 +305,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         ev = evaluate_epoch(val, tgt)
         losses = {k: v / max(steps, 1) for k, v in sums.items()}
         report = flat_metrics(epoch, ev, losses, cfg)
+        # the search objective: source-only by construction (never a target metric)
+        report["objective"] = loop_config.get("objective_by_epoch", {}).get(epoch, report["val_score"])
         gen_states = [domain_rng.get_state()]
         if world > 1:
             gen_states = [None] * world
@@ -308,6 +315,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         record = {
             "kind": "epoch",
             "trial": loop_config.get("trial", ""),
+            "group": loop_config.get("group", ""),
             "epoch": epoch,
             "step": (epoch + 1) * steps,
             "protocol": cfg.protocol,
@@ -336,7 +344,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 cfg.save(Path(tmp) / "config.json")
                 (Path(tmp) / "metrics.json").write_text(json.dumps({**report, "record": record}, indent=2))
                 (Path(tmp) / RECORDS_FILE).write_text((run_dir / RECORDS_FILE).read_text())
-                ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+                ray.train.report(
+                    report,
+                    checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                    checkpoint_dir_name=checkpoint_dir_name(epoch),
+                )
         else:
             ray.train.report(report)
 
@@ -365,11 +377,16 @@ def run_trial(
     callbacks: list | None = None,
     resume_from: str | None = None,
     keep_checkpoints: int | None = None,
+    objective_by_epoch: dict[int, float] | None = None,
+    group: str | None = None,
 ):
     """Train one configuration with Ray Train and return the ``ray.train.Result``.
 
     Re-running with the same ``storage_path`` and ``name`` resumes from that run's latest
     checkpoint (Ray Train restores the run); ``resume_from`` starts from a given checkpoint folder.
+    ``objective_by_epoch`` (leave-one-source-out selection) replaces the reported ``objective``
+    of each epoch; by default the objective is the source-validation score. ``group`` names the
+    configuration in the records (runs of one configuration share it).
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -383,7 +400,14 @@ def run_trial(
         resources["GPU"] = cfg.gpus_per_worker
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "run_dir": run_dir, "trial": name, "code_version": code_version()},
+        train_loop_config={
+            "config": cfg.to_dict(),
+            "run_dir": run_dir,
+            "trial": name,
+            "group": group or name,
+            "code_version": code_version(),
+            "objective_by_epoch": {int(k): float(v) for k, v in (objective_by_epoch or {}).items()},
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.gpus_per_worker > 0, resources_per_worker=resources
         ),
