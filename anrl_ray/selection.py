@@ -120,8 +120,9 @@ def lodo_scores(runs: Mapping[str, Run]) -> dict[str, dict[int, float]]:
             groups.setdefault(run[0].get("group") or run[0].get("trial", ""), []).append(run)
     out: dict[str, dict[int, float]] = {}
     for group, held in groups.items():
-        sources = set(held[0]["sources"]) | {held[0]["holdout"]}
-        if {r[0]["holdout"] for r in held} != sources:
+        first = held[0][0]
+        sources = set(first["sources"]) | {first["holdout"]}
+        if {run[0]["holdout"] for run in held} != sources:
             continue
         per_epoch = [{int(r["epoch"]): val_score(r) for r in run} for run in held]
         common = set.intersection(*(set(p) for p in per_epoch))
