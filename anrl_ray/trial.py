@@ -220,16 +220,32 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """What every Ray Train worker runs. ``loop_config``: {"config": TrialConfig dict, "run_dir": str, "trial": str}."""
-    import ray.train
-    import ray.train.torch
+@dataclass
+class WorkerContext:
+    """Where the loop runs: rank/world/device, its data shards, a resume folder and the report hook.
 
+    Inside Ray Train this comes from ``ray.train`` (``train_loop_per_worker``); a plain process
+    (``run_local``: benchmarks, debugging) passes Ray Data iterators and a list-appending report.
+    """
+
+    rank: int
+    world: int
+    device: torch.device
+    shards: dict[str, Any]  # "train", "val", "test" -> ray.data.DataIterator
+    resume_dir: str | None  # a checkpoint folder to continue from, or None
+    report: Callable[[dict[str, Any], str | None, int], None]  # (metrics, checkpoint dir or None, epoch)
+
+
+def param_checksum(module: torch.nn.Module) -> float:
+    """Sum of all parameters in float64: equal on every DDP rank iff no rank drifted."""
+    return float(sum(p.detach().double().sum() for p in module.parameters()))
+
+
+def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
+    """The training loop of one rank: epochs of meta steps, evaluation, records, checkpoints."""
     cfg = make_config(loop_config["config"])
     run_dir = Path(loop_config["run_dir"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world, device = ctx.rank, ctx.world, ctx.device
     torch.set_num_threads(max(1, int(loop_config.get("threads", 1))))
     seed_everything(cfg.seed, cfg.deterministic)
 
@@ -238,14 +254,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     domain_rng = torch.Generator().manual_seed(cfg.seed * 1000 + rank)  # domain order of each meta step
     start_epoch = 0
 
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = load_checkpoint(d)
-            if rank == 0:  # the run's records file is rewritten from the checkpoint: no epoch counted twice
-                run_dir.mkdir(parents=True, exist_ok=True)
-                src = Path(d) / RECORDS_FILE
-                (run_dir / RECORDS_FILE).write_text(src.read_text() if src.exists() else "")
+    if ctx.resume_dir is not None:
+        state = load_checkpoint(ctx.resume_dir)
+        if rank == 0:  # the run's records file is rewritten from the checkpoint: no epoch counted twice
+            run_dir.mkdir(parents=True, exist_ok=True)
+            src = Path(ctx.resume_dir) / RECORDS_FILE
+            (run_dir / RECORDS_FILE).write_text(src.read_text() if src.exists() else "")
         learner.load_state_dict(state["learner"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state["scheduler"]:
@@ -272,9 +286,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     )
     if cfg.max_steps_per_epoch:
         steps = min(steps, cfg.max_steps_per_epoch)
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
-    test_shard = ray.train.get_dataset_shard("test")
     num_domains = len(cfg.sources)
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -283,7 +294,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         learner.centres.reset()  # the reference resets the class centres at every epoch start
         sums: dict[str, float] = {}
         for batch in meta_batches(
-            train_shard, num_domains=num_domains, batch_per_class=cfg.batch_per_class, steps=steps, seed=cfg.seed, epoch=epoch
+            ctx.shards["train"], num_domains=num_domains, batch_per_class=cfg.batch_per_class, steps=steps,
+            seed=cfg.seed, epoch=epoch,
         ):
             order = torch.randperm(num_domains, generator=domain_rng).tolist()
             with autocast():
@@ -300,17 +312,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         train_seconds = time.time() - t0
 
         learner.eval()
-        val = gather(score_batches(learner.model, iter_eval_batches(val_shard, batch_size=cfg.eval_batch_size), device, autocast))
-        tgt = gather(score_batches(learner.model, iter_eval_batches(test_shard, batch_size=cfg.eval_batch_size), device, autocast))
+        val = gather(score_batches(learner.model, iter_eval_batches(ctx.shards["val"], batch_size=cfg.eval_batch_size), device, autocast))
+        tgt = gather(score_batches(learner.model, iter_eval_batches(ctx.shards["test"], batch_size=cfg.eval_batch_size), device, autocast))
         ev = evaluate_epoch(val, tgt)
         losses = {k: v / max(steps, 1) for k, v in sums.items()}
         report = flat_metrics(epoch, ev, losses, cfg)
         # the search objective: source-only by construction (never a target metric)
         report["objective"] = loop_config.get("objective_by_epoch", {}).get(epoch, report["val_score"])
-        gen_states = [domain_rng.get_state()]
+        gen_states, checksums = [domain_rng.get_state()], [param_checksum(learner)]
         if world > 1:
-            gen_states = [None] * world
+            gen_states, checksums = [None] * world, [None] * world
             dist.all_gather_object(gen_states, domain_rng.get_state())
+            dist.all_gather_object(checksums, param_checksum(learner))
 
         record = {
             "kind": "epoch",
@@ -329,6 +342,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "lr": optimizer.param_groups[0]["lr"],
             "steps_per_epoch": steps,
             "world_size": world,
+            "rank_param_checksums": checksums,  # equal across ranks unless DDP let them drift
             "train_seconds": round(train_seconds, 3),
             "epoch_seconds": round(time.time() - t0, 3),
             "config": cfg.to_dict(),
@@ -344,13 +358,60 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 cfg.save(Path(tmp) / "config.json")
                 (Path(tmp) / "metrics.json").write_text(json.dumps({**report, "record": record}, indent=2))
                 (Path(tmp) / RECORDS_FILE).write_text((run_dir / RECORDS_FILE).read_text())
-                ray.train.report(
-                    report,
-                    checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                    checkpoint_dir_name=checkpoint_dir_name(epoch),
-                )
+                ctx.report(report, tmp, epoch)
         else:
-            ray.train.report(report)
+            ctx.report(report, None, epoch)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """What every Ray Train worker (DDP rank) runs."""
+    import ray.train
+    import ray.train.torch
+
+    tctx = ray.train.get_context()
+
+    def report(metrics_: dict[str, Any], ckpt_dir: str | None, epoch: int) -> None:
+        # every rank calls report (a barrier); only rank 0 attaches the checkpoint
+        if ckpt_dir is None:
+            ray.train.report(metrics_)
+        else:
+            ray.train.report(
+                metrics_, checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir), checkpoint_dir_name=checkpoint_dir_name(epoch)
+            )
+
+    ckpt = ray.train.get_checkpoint()
+    with (ckpt.as_directory() if ckpt is not None else nullcontext(None)) as resume_dir:
+        ctx = WorkerContext(
+            rank=tctx.get_world_rank(),
+            world=tctx.get_world_size(),
+            device=ray.train.torch.get_device(),
+            shards={k: ray.train.get_dataset_shard(k) for k in ("train", "val", "test")},
+            resume_dir=resume_dir,
+            report=report,
+        )
+        run_loop(loop_config, ctx)
+
+
+def run_local(cfg: TrialConfig, run_dir: str | Path, threads: int = 1) -> list[dict[str, Any]]:
+    """The same loop in this process (one rank, no Ray Train, no DDP); returns the reported metrics.
+
+    Data still comes from Ray Data (same pipeline, iterated directly); checkpoints are copied to
+    ``run_dir/checkpoint_epochNNNN``. Used by benchmarks to measure Ray Train's overhead.
+    """
+    import shutil
+
+    reports: list[dict[str, Any]] = []
+
+    def report(metrics_: dict[str, Any], ckpt_dir: str | None, epoch: int) -> None:
+        reports.append(metrics_)
+        if ckpt_dir is not None:
+            shutil.copytree(ckpt_dir, Path(run_dir) / checkpoint_dir_name(epoch), dirs_exist_ok=True)
+
+    datasets = build_datasets(cfg)
+    ctx = WorkerContext(0, 1, torch.device("cpu"), {k: ds.iterator() for k, ds in datasets.items()}, None, report)
+    run_loop({"config": cfg.to_dict(), "run_dir": str(run_dir), "trial": "local", "threads": threads,
+              "code_version": code_version()}, ctx)
+    return reports
 
 
 def build_datasets(cfg: TrialConfig) -> dict[str, Any]:
@@ -445,9 +506,29 @@ def resolve_data_root(data: str | None) -> str:
         if not root.is_dir():
             raise UserError(f"--data {data}: no such folder (expected a converted data root with O/, C/, I/, M/)")
         return str(root.resolve())
-    from anrl_ray.data.synthetic import ensure_default_benchmark
+    return ensure_synthetic_benchmark()
 
-    return ensure_default_benchmark()
+
+def ensure_synthetic_benchmark(seed: int = 0) -> str:
+    """Generate the default synthetic benchmark once into the cache folder and return its path.
+
+    Cache folder: ``$ANRL_RAY_CACHE`` or ``~/.cache/anrl-ray``; a partly generated benchmark (no
+    manifest in some domain) is completed, a finished one is reused as it is.
+    """
+    from anrl_ray.data.format import MANIFEST
+    from anrl_ray.data.synthetic import generate
+
+    cache = Path(os.environ.get("ANRL_RAY_CACHE", Path.home() / ".cache" / "anrl-ray"))
+    root = cache / f"synthetic-v1-seed{seed}"
+    domains = ("O", "C", "I", "M")
+    if all((root / d / MANIFEST).is_file() for d in domains):
+        return str(root)
+    print(f"generating the synthetic benchmark (once) into {root} ...", flush=True)
+    t0 = time.time()
+    missing = tuple(d for d in domains if not (root / d / MANIFEST).is_file())
+    generate(root, seed=seed, domains=missing)
+    print(f"synthetic benchmark ready in {time.time() - t0:.0f} s", flush=True)
+    return str(root)
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
