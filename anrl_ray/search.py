@@ -128,18 +128,23 @@ def build_search_alg(space: SearchSpace, exp_dir: Path, searcher: str, seed: int
 
 def run_search(args: argparse.Namespace) -> Path:
     """Run (or resume) a search and write the leaderboard, best/ and plots. Returns the experiment folder."""
-    import ray
-    from ray import tune
-
     from anrl_ray.trial import init_ray, resolve_data_root
 
     get_protocol(args.protocol)
     space = load_space(args.space or default_space(args.protocol))
     profile = default_profile() if args.profile == "auto" else args.profile
-    synthetic = not args.data
-    data_root = resolve_data_root(args.data)
-    if synthetic:
-        print(NOT_PAPER_COMPARABLE, flush=True)
+
+    overrides = {
+        "protocol": args.protocol,
+        "seed": args.seed,
+        "num_workers": args.workers_per_trial,
+        "cpus_per_worker": args.cpus_per_worker,
+        "gpus_per_worker": args.gpus_per_worker,
+    }
+    if args.epochs:
+        overrides["epochs"] = args.epochs
+    # validate every option before any expensive step (data generation, Ray start-up)
+    base_cfg = load_config(None, {**space.fixed, **overrides, **dict_overrides(args.set)}, profile=profile)
 
     storage = Path(args.storage).resolve()
     name = args.name or f"{args.protocol}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -148,20 +153,12 @@ def run_search(args: argparse.Namespace) -> Path:
         raise UserError(f"experiment folder {exp_dir} already exists; pass --resume to continue it or choose another --name")
     if args.resume and not (exp_dir / "search.json").exists():
         raise UserError(f"--resume: {exp_dir} holds no search (search.json missing); check --storage and --name")
+    synthetic = not args.data
+    data_root = resolve_data_root(args.data)
+    if synthetic:
+        print(NOT_PAPER_COMPARABLE, flush=True)
+    base = base_cfg.replace(data_root=data_root).to_dict()
     exp_dir.mkdir(parents=True, exist_ok=True)
-
-    overrides = {
-        "protocol": args.protocol,
-        "data_root": data_root,
-        "seed": args.seed,
-        "num_workers": args.workers_per_trial,
-        "cpus_per_worker": args.cpus_per_worker,
-        "gpus_per_worker": args.gpus_per_worker,
-    }
-    if args.epochs:
-        overrides["epochs"] = args.epochs
-    base_cfg = load_config(None, {**space.fixed, **overrides, **dict_overrides(args.set)}, profile=profile)
-    base = base_cfg.to_dict()
 
     done = finished_trials(exp_dir) if args.resume else 0
     remaining = max(args.num_samples - done, 0)

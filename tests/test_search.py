@@ -1,0 +1,73 @@
+"""The search end to end: real Ray Tune + Optuna + Ray Train on tiny synthetic data; bad options."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+
+from anrl_ray.search import main
+
+TINY = ["--set", "img_size=16", "--set", "width=0.125", "--set", "batch_per_class=2", "--set", "max_steps_per_epoch=2"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--protocol", "XYZ"], "unknown protocol 'XYZ'"),
+        (["--num-samples", "0"], "--num-samples must be >= 1"),
+        (["--cpus-per-worker", "-1"], "--cpus-per-worker must be >= 0"),
+        (["--protocol", "MI_C", "--selection", "lodo"], "lodo needs >= 3 source domains"),
+        (["--space", "nope.yaml"], "search space nope.yaml"),
+        (["--set", "w_depht=1"], "unknown config key 'w_depht'"),
+        (["--data", "/nonexistent/data"], "--data /nonexistent/data"),
+    ],
+)
+def test_bad_options_exit_2_with_a_message(argv, message, capsys, tmp_path):
+    assert main(argv + ["--storage", str(tmp_path), "--wandb", "off"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--scheduler", "hyperband"])
+    assert e.value.code == 2
+
+
+def test_resume_of_missing_experiment_exits_2(tmp_path, capsys):
+    assert main(["--resume", "--name", "nothing", "--storage", str(tmp_path), "--wandb", "off"]) == 2
+    assert "search.json missing" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_search_end_to_end_and_resume(tiny_data, tmp_path, capsys):
+    argv = ["--protocol", "OCI_M", "--data", tiny_data, "--storage", str(tmp_path), "--name", "exp",
+            "--num-samples", "3", "--epochs", "2", "--grace-period", "1", "--wandb", "off", *TINY]
+    assert main(argv) == 0
+    exp = tmp_path / "exp"
+    out = capsys.readouterr().out
+    assert "best trial exported to" in out and str(exp / "best") in out
+    # leaderboard
+    md = (exp / "leaderboard.md").read_text()
+    assert "source_val" in md and "oracle" in md.lower()
+    assert len((exp / "leaderboard.csv").read_text().strip().splitlines()) == 1 + 3
+    # best/ export
+    for name in ("model.safetensors", "checkpoint.pt", "config.json", "metrics.json", "selection.json"):
+        assert (exp / "best" / name).is_file(), name
+    assert json.loads((exp / "best" / "selection.json").read_text())["method"] == "source_val"
+    # plots are real PNGs
+    pngs = list((exp / "plots").glob("*.png"))
+    assert len(pngs) >= 4
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    # the Optuna study: 3 finished trials, the first at the reference defaults
+    study = optuna.load_study(study_name="anrl", storage=f"sqlite:///{exp / 'optuna.db'}")
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert len(trials) == 3
+    assert trials[0].params["w_depth"] == 0.1 and trials[0].params["meta_step_size"] == 1e-4
+    # a resumed search continues the same study
+    assert main(argv + ["--resume", "--num-samples", "4"]) == 0
+    study = optuna.load_study(study_name="anrl", storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert len(study.trials) == 4
+    assert len((exp / "leaderboard.csv").read_text().strip().splitlines()) == 1 + 4
