@@ -202,7 +202,7 @@ _MD_HEADERS = {
     "target_auc": "target AUC",
     "target_tpr@fpr=1%": "TPR@FPR=1%",
     "oracle_epoch": "oracle epoch",
-    "oracle_target_hter@target_eer": "oracle HTER",
+    "oracle_target_hter@target_eer": "oracle HTER @tgt EER",
     "oracle_target_auc": "oracle AUC",
 }
 
