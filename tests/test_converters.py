@@ -260,6 +260,7 @@ def test_user_depth_maps_are_cropped_like_the_frame(tmp_path, clips):
     assert sum(r["label"] == 1 for r in rows) == 2  # spoof video needs no depth
 
 
+@pytest.mark.integration  # spawns worker processes
 def test_workers_give_the_same_rows(tmp_path, oulu_root):
     convert_videos(LAYOUTS["oulu"], oulu_root, tmp_path / "one", SETTINGS)
     convert_videos(LAYOUTS["oulu"], oulu_root, tmp_path / "two", SETTINGS, workers=2)
@@ -333,3 +334,24 @@ def test_cli_run_writes_out_domain_and_refuses_to_overwrite(tmp_path, clips, cap
         args.func(args)
     args = _parser().parse_args(argv + ["--overwrite"])
     assert args.func(args) == 0
+
+
+def test_sigterm_mid_conversion_cleans_up(tmp_path, oulu_root, monkeypatch):
+    import os
+    import signal
+
+    original_add, calls = converters.DatasetWriter.add, []
+
+    def add_then_sigterm(self, **row):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would
+        original_add(self, **row)
+
+    monkeypatch.setattr(converters.DatasetWriter, "add", add_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit):
+        with converters.sigterm_raises():
+            convert_videos(LAYOUTS["oulu"], oulu_root, tmp_path / "data" / "O", SETTINGS)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []

@@ -46,7 +46,9 @@ import argparse
 import contextlib
 import multiprocessing as mp
 import re
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -530,6 +532,24 @@ def convert_videos(
     return read_manifest(out_dir)
 
 
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM (a scheduler or ``kill``) raises SystemExit like Ctrl-C raises
+    KeyboardInterrupt, so DatasetWriter removes its partial folder instead of leaving it behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # ----------------------------------------------------------------------------------------
 # CLI
 
@@ -621,11 +641,12 @@ def run_video_converter(args: argparse.Namespace) -> int:
         if done == total or done % max(1, total // 20) == 0:
             print(f"{layout.name}: {done}/{total} videos ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
 
-    manifest = convert_videos(
-        layout, Path(args.root), out_dir, settings, domain=args.domain,
-        dev_fraction=getattr(args, "dev_fraction", 0.25), workers=args.workers, overwrite=args.overwrite,
-        progress=progress,
-    )
+    with sigterm_raises():
+        manifest = convert_videos(
+            layout, Path(args.root), out_dir, settings, domain=args.domain,
+            dev_fraction=getattr(args, "dev_fraction", 0.25), workers=args.workers, overwrite=args.overwrite,
+            progress=progress,
+        )
     print(
         f"wrote {out_dir}: {manifest['num_rows']} face crops from {manifest['num_videos']} videos; "
         f"{manifest['failed_inputs']} inputs failed (listed in {out_dir / 'conversion_report.json'})"

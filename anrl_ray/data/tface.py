@@ -56,6 +56,7 @@ from anrl_ray.data.converters import (
     NameMismatch,
     VideoMeta,
     add_image_options,
+    sigterm_raises,
 )
 from anrl_ray.data.format import ATTACK_TYPES, SPLITS, DatasetWriter, read_manifest
 from anrl_ray.errors import UserError
@@ -498,8 +499,9 @@ def run_tface(args: argparse.Namespace) -> int:
         jpeg_quality=args.jpeg_quality,
     )
     out_dir = Path(args.out) / args.domain
-    manifest = import_lists(lists, splits, out_dir, args.domain, settings, lmdb_dir=args.lmdb,
-                            image_root=args.image_root, overwrite=args.overwrite)
+    with sigterm_raises():
+        manifest = import_lists(lists, splits, out_dir, args.domain, settings, lmdb_dir=args.lmdb,
+                                image_root=args.image_root, overwrite=args.overwrite)
     print(
         f"wrote {out_dir}: {manifest['num_rows']} frames of {manifest['num_videos']} videos; "
         f"{manifest['failed_inputs']} lines failed (listed in {out_dir / 'conversion_report.json'})",
