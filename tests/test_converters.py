@@ -116,6 +116,7 @@ def test_oulu_schema_counts_splits_and_failures(tmp_path, oulu_root):
         "test": {"live": {"live": 2}, "spoof": {"replay": 2}},
     }
     assert manifest["converter_args"]["frames_per_video"] == 2 and manifest["converter_args"]["detector"] == "yuface"
+    assert manifest["converter_args"]["depth"] == "template-v1"
     import pyarrow.parquet as pq
 
     assert pq.read_schema(shard_paths(out)[0]).remove_metadata() == SCHEMA

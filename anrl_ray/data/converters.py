@@ -504,7 +504,7 @@ def convert_videos(
         margin=settings.margin,
         detector=detector_name,
         jpeg_quality=settings.jpeg_quality,
-        depth=str(Path(settings.depth_dir).resolve()) if settings.depth_dir else "template",
+        depth=str(Path(settings.depth_dir).resolve()) if settings.depth_dir else f"template-v{faces.TEMPLATE_VERSION}",
         frame_sampling="centres of N equal segments",
         **split_info,
     )

@@ -38,6 +38,8 @@ CANONICAL_POINTS = np.array(
 CANONICAL_BOX = (12.0, 14.0, 88.0, 98.0)  # x, y, w, h
 
 DETECTORS = ("auto", "yuface", "haar")
+# Bump when canonical_height changes, so converted datasets say which template they hold.
+TEMPLATE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ class HaarFaceDetector:
     name = "haar"
 
     def __init__(self, max_side: int = 640, min_neighbors: int = 5, min_size: int = 24) -> None:
-        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        data = getattr(cv2, "data", None)
+        path = Path(getattr(data, "haarcascades", "")) / "haarcascade_frontalface_default.xml"
         if not hasattr(cv2, "CascadeClassifier") or not path.is_file():
             raise RuntimeError(
                 f"OpenCV's Haar cascade is not available ({path}); install opencv-python-headless<5 "
@@ -311,8 +314,10 @@ def face_depth(crop: Crop, face: Face) -> np.ndarray:
 
 def read_depth_map(path: str | Path) -> np.ndarray | None:
     """A user-supplied depth render as 8-bit grayscale, or None if it cannot be read."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    return decode_gray(data.tobytes())
+    try:
+        return decode_gray(Path(path).read_bytes())
+    except OSError:
+        return None
 
 
 def decode_gray(data: bytes | None) -> np.ndarray | None:

@@ -268,7 +268,8 @@ def import_lists(
         margin=settings.margin,
         live_label=settings.live_label,
         depth_rules=[list(r) for r in settings.depth_rules],
-        missing_depth=settings.missing_depth,
+        missing_depth=settings.missing_depth
+        + (f" (template-v{faces.TEMPLATE_VERSION})" if settings.missing_depth == "template" else ""),
         layout=settings.layout,
         default_attack=settings.default_attack,
         jpeg_quality=settings.jpeg_quality,
