@@ -271,8 +271,8 @@ def score_split(
 
 def score_metrics(scored: Scored, threshold: float | None, what: str) -> dict[str, Any]:
     """Video- and frame-level metrics of ``scored`` at ``threshold`` (if any) and at its own EER."""
-    v_s, v_y, _ = metrics.video_level(scored.scores, scored.labels, scored.video_ids)
     try:
+        v_s, v_y, _ = metrics.video_level(scored.scores, scored.labels, scored.video_ids)
         video = metrics.evaluate_scores(v_s, v_y, threshold=threshold)
         frame = metrics.evaluate_scores(scored.scores, scored.labels, threshold=threshold)
     except ValueError as e:
@@ -420,7 +420,7 @@ def export_best(
     threshold = float(sel.record["thresholds"]["source_val_eer"])
     compared = _compared(runs, method)
     sentence = _sentence(sel, compared, threshold)
-    full_run = runs.get(sel.trial) or next(r for r in runs.values() if r and r[0].get("trial") == sel.trial)
+    full_run = runs.get(sel.trial) or [sel.record]
     selection = {
         "method": method,
         "upper_bound": method == "oracle",
@@ -606,7 +606,13 @@ def _best_cli(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_threshold(value: float | None) -> None:
+    if value is not None and not np.isfinite(value):
+        raise UserError(f"--threshold {value}: must be a finite number (a P(spoof) cut, e.g. 0.5)")
+
+
 def _evaluate_cli(args: argparse.Namespace) -> int:
+    _check_threshold(args.threshold)
     model, cfg, state = load_model(args.checkpoint)
     model.to(default_device())
     check_domain(args.data, args.domain)
@@ -639,6 +645,8 @@ def _evaluate_cli(args: argparse.Namespace) -> int:
 
 def _predict_cli(args: argparse.Namespace) -> int:
     from anrl_ray.data.transforms import FASTransform
+
+    _check_threshold(args.threshold)
 
     model, cfg, _ = load_model(args.checkpoint)
     model.to(default_device())

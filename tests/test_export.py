@@ -236,6 +236,9 @@ def test_cli_predict(experiment, data_root, tmp_path, capsys):
     assert main(["predict", str(exp / "best"), str(files[0]), "--threshold", "0"]) == 0
     assert capsys.readouterr().out.strip().endswith("\tspoof")
 
+    assert main(["predict", str(exp / "best"), str(files[0]), "--threshold", "nan"]) == 2
+    assert "--threshold nan: must be a finite number" in capsys.readouterr().err
+
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     assert main(["predict", str(exp / "best"), str(files[0]), str(bad)]) == 2
@@ -279,3 +282,21 @@ def test_score_split_subsample_and_empty_split(experiment, data_root):
     assert part.scores == full.scores[:: -(-18 // 5)]  # every n-th crop, same numbers
     with pytest.raises(UserError, match="--split 'val'"):
         export.score_split(model, cfg, data_root, "O", "val")
+
+
+def test_export_best_lodo(experiment, data_root):
+    """lodo: the configuration whose held-out-source score is best; weights from its full run at that epoch."""
+    exp, _, learners = experiment
+    for d in ("O", "C", "I"):
+        run = [make_record(f"t2-holdout{d}", e, v, 0.5, holdout=d, group="t2", data_root=str(data_root), **TINY)
+               for e, v in enumerate([0.3, 0.05, 0.2])]
+        (exp / "trials" / f"t2-holdout{d}").mkdir()
+        write_records(exp / "trials" / f"t2-holdout{d}" / "records.jsonl", run)
+    best = export.export_best(exp, "lodo", plots=False)
+    sel = json.loads((best / "selection.json").read_text())
+    assert (sel["method"], sel["trial"], sel["epoch"]) == ("lodo", "t2", 1)
+    assert sel["configurations_compared"] == 1 and sel["holdout_runs"] == 3 and sel["full_runs"] == 2
+    assert "leave-one-source-domain-out" in sel["how"]
+    x = _probe(make_config({**TINY}))
+    model, _, _ = export.load_model(best)
+    assert torch.equal(model(x).logits, learners[("t2", 1)].model.eval()(x).logits)
