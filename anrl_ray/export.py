@@ -196,9 +196,13 @@ def iter_split_rows(data_root: str | Path, domain: str, split: str, every: int =
             i += 1
 
 
-def default_device() -> torch.device:
-    """CUDA when present (scoring a full-size model on a CPU takes seconds per crop), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def default_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when present (a full-size model scores seconds per crop on a CPU), else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible here; use --device cpu or auto")
+    return torch.device(name)
 
 
 @torch.no_grad()
@@ -614,7 +618,7 @@ def _check_threshold(value: float | None) -> None:
 def _evaluate_cli(args: argparse.Namespace) -> int:
     _check_threshold(args.threshold)
     model, cfg, state = load_model(args.checkpoint)
-    model.to(default_device())
+    model.to(default_device(args.device))
     check_domain(args.data, args.domain)
     if args.threshold is not None:
         threshold, source = args.threshold, "--threshold"
@@ -649,7 +653,7 @@ def _predict_cli(args: argparse.Namespace) -> int:
     _check_threshold(args.threshold)
 
     model, cfg, _ = load_model(args.checkpoint)
-    model.to(default_device())
+    model.to(default_device(args.device))
     if args.threshold is not None:
         threshold = args.threshold
     else:
@@ -692,6 +696,7 @@ def register_cli(sub) -> None:
     p.add_argument("--split", choices=SPLIT_CHOICES, default="test", help="default test")
     p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the exported one)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: CUDA when present")
     p.set_defaults(func=_evaluate_cli)
 
     p = sub.add_parser("predict", help="P(spoof) of face crops: path<TAB>score<TAB>live|spoof")
@@ -699,4 +704,5 @@ def register_cli(sub) -> None:
     p.add_argument("images", metavar="IMAGES", nargs="+", help="face crop image files (JPEG/PNG)")
     p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the exported one)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: CUDA when present")
     p.set_defaults(func=_predict_cli)
