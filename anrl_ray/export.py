@@ -431,8 +431,10 @@ def export_best(
         "trial": sel.trial,
         "epoch": sel.epoch,
         "score": sel.score,
-        "score_meaning": "target-test AUC, negated (lower is better)" if method == "oracle"
-        else f"source-validation {cfg.selection_metric} objective (lower is better)",
+        "score_meaning": {
+            "oracle": "target-test AUC, negated (lower is better)",
+            "lodo": f"mean held-out-source-domain {cfg.selection_metric} objective (lower is better)",
+        }.get(method, f"source-validation {cfg.selection_metric} objective (lower is better)"),
         **compared,
         "how": sentence,
         "checkpoint_source": str(ckpt_dir),
