@@ -280,7 +280,11 @@ def finish(exp_dir: Path, selection: str, top: int = 5) -> None:
         raise RuntimeError(f"no trial of {exp_dir} wrote any record: see the Ray logs above for the trials' errors")
     rows = leaderboard(runs, method=selection)
     md, _ = write_leaderboard(exp_dir, rows, selection)
-    best = export_best(exp_dir, method=selection)
+    try:
+        best = export_best(exp_dir, method=selection)
+    except UserError as e:  # e.g. the selected epoch's checkpoint was not kept (--keep-checkpoints)
+        print(f"\nleaderboard: {md}\nbest/ NOT exported: {e}")
+        return
     settings = json.loads((exp_dir / "search.json").read_text())
     plot_optuna(settings["optuna_storage"], STUDY_NAME, exp_dir / "plots")
     lines = md.read_text().splitlines()

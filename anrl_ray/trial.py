@@ -33,7 +33,7 @@ from anrl_ray.errors import UserError
 from anrl_ray.losses import LossWeights
 from anrl_ray.meta import MetaLearner
 from anrl_ray.model import build_model
-from anrl_ray.records import append_record
+from anrl_ray.records import append_record, read_records, write_records
 
 CHECKPOINT_FILE = "checkpoint.pt"
 RECORDS_FILE = "records.jsonl"
@@ -259,7 +259,11 @@ def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
         if rank == 0:  # the run's records file is rewritten from the checkpoint: no epoch counted twice
             run_dir.mkdir(parents=True, exist_ok=True)
             src = Path(ctx.resume_dir) / RECORDS_FILE
-            (run_dir / RECORDS_FILE).write_text(src.read_text() if src.exists() else "")
+            carried = read_records(src) if src.exists() else []
+            # records carried over from another run are renamed to this one (runs are keyed by trial name)
+            carried = [{**r, "trial": loop_config.get("trial", ""), "group": loop_config.get("group", ""),
+                        "resumed_from": r.get("resumed_from") or r.get("trial")} for r in carried]
+            write_records(run_dir / RECORDS_FILE, carried)
         learner.load_state_dict(state["learner"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state["scheduler"]:
