@@ -312,7 +312,7 @@ def _infer_config(sd: Mapping[str, Tensor]) -> dict:
     """Best guess of build kwargs from a state dict in our naming."""
     cfg: dict = {}
     stem = sd.get("extractor.inc.conv.weight")
-    if stem is not None and stem.dim() == 4:
+    if isinstance(stem, Tensor) and stem.dim() == 4:
         cfg["in_channels"] = int(stem.shape[1])
     ext = [k for k in sd if k.startswith("extractor.")]
     has = lambda s: any(s in k for k in ext)  # noqa: E731
