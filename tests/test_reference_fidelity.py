@@ -214,7 +214,8 @@ def _reference_step(ref: types.SimpleNamespace, framework: nn.Module, data: dict
     task.criterion_2 = nn.MSELoss(reduction="mean")
     task.criterion_3 = ref.losses.EuclideanLoss(reduction="mean")
     task.optimizer = torch.optim.SGD(framework.parameters(), lr=LR)
-    monkeypatch.setattr(ref.train, "random", types.SimpleNamespace(shuffle=lambda lst: lst.__setitem__(slice(None), ORDER)))
+    fixed_order = types.SimpleNamespace(shuffle=lambda lst: lst.__setitem__(slice(None), ORDER))
+    monkeypatch.setattr(ref.train, "random", fixed_order)  # train.py shuffles the domain order
     task.train(0)
 
 
