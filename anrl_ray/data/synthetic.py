@@ -66,6 +66,8 @@ class Camera:
     cast: tuple[float, float, float]  # RGB gains (white balance)
     vignette: float  # brightness loss at the corners
     gamma: tuple[float, float]  # tone curve exponent
+    saturation: float = 1.0  # colour rendering of the sensor pipeline
+    flare: float = 0.0  # veiling glare: lifts the blacks
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class Instrument:
     moire_amp: float = 0.0
     screen_gamma: float = 1.0
     black: float = 0.0  # replay: backlight black level
-    tint: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    tint: tuple[float, float, float] = (1.0, 1.0, 1.0)  # screen white point / paper and ink colour
     glare: float = 0.0  # probability of a glare spot per video
     bezel: float = 0.0  # replay: probability that the bezel shows
 
@@ -121,13 +123,21 @@ def _replay(name: str, **kw: Any) -> Instrument:
     return Instrument(kind="replay", name=name, **kw)
 
 
+# Each domain has its own strong attack cues (what an in-domain model learns) and its own
+# camera, which hides or mimics the other domains' cues (what makes cross-domain hard):
+#   O: sharp phone cameras, subtle colour, fine halftone / pixel-grid texture is the tell;
+#   C: soft, noisy, desaturated, flared cameras (live faces look "washed out"); prints and the
+#      replay are strongly desaturated / blue with raised blacks, paper edges and bends;
+#   I: low-res webcam; coarse halftone blotches and strong moire bands, bezels of small screens;
+#   M: saturated phone / laptop colour; glossy prints with yellow paper, glare on the screens.
+# Shared, weaker cues: reduced dynamic range, double blur (source camera), light mismatch.
 PROFILES: dict[str, Domain] = {
-    # OULU-NPU: six recent phones, three sessions (office light, dark, backlit), 2 printers + 2 displays, high quality.
+    # OULU-NPU: six recent phones, three sessions (office light, dark, backlit), 2 printers + 2 displays.
     "O": Domain(
         name="O",
         like="OULU-NPU",
         cameras=tuple(
-            Camera(f"phone{i}", (0.9, 1.2), (0.3, 0.6), (0.006, 0.015), (88, 95), c, 0.12, (0.95, 1.05))
+            Camera(f"phone{i}", (0.95, 1.2), (0.25, 0.45), (0.005, 0.012), (90, 96), c, 0.1, (0.95, 1.05))
             for i, c in enumerate([(1.02, 1.0, 0.97), (0.98, 1.0, 1.03), (1.04, 1.0, 0.95)])
         ),
         lightings=(
@@ -137,16 +147,16 @@ PROFILES: dict[str, Domain] = {
         ),
         attacks={
             "print": (
-                _print("printer1", scale=(1.0, 1.3), halftone_freq=0.42, halftone_amp=0.05, gamut=(0.05, 0.95),
-                       saturation=0.88, paper_noise=0.015, glare=0.1),
-                _print("printer2", scale=(0.95, 1.25), halftone_freq=0.36, halftone_amp=0.07, gamut=(0.07, 0.93),
-                       saturation=0.82, paper_noise=0.02, glare=0.1),
+                _print("printer1", scale=(1.08, 1.35), halftone_freq=0.3, halftone_amp=0.12, gamut=(0.04, 0.96),
+                       saturation=0.92, paper_noise=0.03, glare=0.05),
+                _print("printer2", scale=(1.08, 1.35), halftone_freq=0.25, halftone_amp=0.14, gamut=(0.05, 0.95),
+                       saturation=0.9, paper_noise=0.03, glare=0.05),
             ),
             "replay": (
-                _replay("display1", scale=(0.95, 1.3), pixel_pitch=2.2, grid_amp=0.05, moire_amp=0.03, screen_gamma=1.1,
-                        black=0.04, tint=(0.98, 1.0, 1.04), glare=0.25, bezel=0.15),
-                _replay("display2", scale=(0.95, 1.3), pixel_pitch=1.9, grid_amp=0.06, moire_amp=0.04, screen_gamma=1.2,
-                        black=0.05, tint=(1.0, 1.0, 1.06), glare=0.3, bezel=0.15),
+                _replay("display1", scale=(1.05, 1.3), pixel_pitch=2.6, grid_amp=0.14, moire_amp=0.02, screen_gamma=1.05,
+                        black=0.03, glare=0.1, bezel=0.05),
+                _replay("display2", scale=(1.05, 1.3), pixel_pitch=3.0, grid_amp=0.16, moire_amp=0.02, screen_gamma=1.08,
+                        black=0.04, tint=(1.0, 1.0, 1.03), glare=0.1, bezel=0.05),
             ),
         },
         skin_tone=(0.0, 0.45),
@@ -158,23 +168,23 @@ PROFILES: dict[str, Domain] = {
         name="C",
         like="CASIA-FASD",
         cameras=(
-            Camera("low", (0.35, 0.45), (0.8, 1.1), (0.025, 0.04), (55, 65), (1.08, 1.0, 0.86), 0.3, (0.9, 1.0)),
-            Camera("normal", (0.55, 0.7), (0.6, 0.8), (0.015, 0.025), (65, 75), (1.06, 1.0, 0.9), 0.2, (0.95, 1.05)),
-            Camera("high", (0.9, 1.1), (0.4, 0.6), (0.008, 0.015), (80, 88), (1.03, 1.0, 0.94), 0.1, (1.0, 1.1)),
+            Camera("low", (0.35, 0.45), (0.9, 1.2), (0.03, 0.045), (50, 62), (1.08, 1.0, 0.86), 0.3, (0.9, 1.0), 0.75, 0.06),
+            Camera("normal", (0.55, 0.7), (0.6, 0.8), (0.02, 0.03), (62, 72), (1.06, 1.0, 0.9), 0.2, (0.95, 1.05), 0.85, 0.04),
+            Camera("high", (0.9, 1.1), (0.4, 0.55), (0.01, 0.015), (80, 88), (1.03, 1.0, 0.94), 0.1, (1.0, 1.1), 0.95, 0.02),
         ),
         lightings=(Lighting("indoor", (0.45, 0.6), (0.4, 0.55), 0.4, "plain", (0.6, 0.85)),),
         attacks={
             "print": (
-                _print("warped", scale=(0.85, 1.15), halftone_freq=0.22, halftone_amp=0.1, gamut=(0.12, 0.9),
-                       saturation=0.7, paper_noise=0.04, bend=0.12, glare=0.15),
+                _print("warped", scale=(0.8, 1.1), halftone_freq=0.2, halftone_amp=0.06, gamut=(0.15, 0.85),
+                       saturation=0.6, paper_noise=0.05, bend=0.15, glare=0.1),
             ),
             "cut": (
-                _print("cut", scale=(0.9, 1.15), halftone_freq=0.22, halftone_amp=0.1, gamut=(0.12, 0.9),
-                       saturation=0.7, paper_noise=0.04, bend=0.05),
+                _print("cut", scale=(0.9, 1.15), halftone_freq=0.2, halftone_amp=0.06, gamut=(0.15, 0.85),
+                       saturation=0.6, paper_noise=0.05, bend=0.05),
             ),
             "replay": (
-                _replay("ipad", scale=(0.85, 1.2), pixel_pitch=3.0, grid_amp=0.1, moire_amp=0.08, screen_gamma=1.25,
-                        black=0.08, tint=(0.97, 1.0, 1.05), glare=0.4, bezel=0.3),
+                _replay("ipad", scale=(0.85, 1.15), pixel_pitch=3.0, grid_amp=0.06, moire_amp=0.04, screen_gamma=1.35,
+                        black=0.12, tint=(0.9, 1.0, 1.12), glare=0.3, bezel=0.35),
             ),
         },
         skin_tone=(0.15, 0.55),
@@ -185,46 +195,46 @@ PROFILES: dict[str, Domain] = {
     "I": Domain(
         name="I",
         like="Idiap Replay-Attack",
-        cameras=(Camera("webcam", (0.45, 0.55), (0.5, 0.8), (0.018, 0.03), (70, 80), (0.9, 1.0, 1.12), 0.25, (0.9, 1.0)),),
+        cameras=(Camera("webcam", (0.45, 0.55), (0.5, 0.8), (0.02, 0.03), (70, 80), (0.9, 1.0, 1.12), 0.25, (0.9, 1.0)),),
         lightings=(
             Lighting("controlled", (0.55, 0.65), (0.35, 0.45), 0.2, "plain", (0.5, 0.65)),
             Lighting("adverse", (0.3, 0.4), (0.55, 0.75), 0.9, "cluttered", (0.45, 0.8)),
         ),
         attacks={
             "print": (
-                _print("hardcopy", scale=(0.9, 1.2), halftone_freq=0.28, halftone_amp=0.08, gamut=(0.1, 0.9),
-                       saturation=0.75, paper_noise=0.03, glare=0.1),
+                _print("hardcopy", scale=(0.9, 1.2), halftone_freq=0.12, halftone_amp=0.14, gamut=(0.08, 0.92),
+                       saturation=0.85, paper_noise=0.03, glare=0.1),
             ),
             "replay": (
-                _replay("mobile", scale=(0.8, 1.1), pixel_pitch=1.8, grid_amp=0.08, moire_amp=0.06, screen_gamma=1.3,
-                        black=0.1, tint=(0.96, 1.0, 1.08), glare=0.35, bezel=0.5),
-                _replay("highdef", scale=(0.95, 1.25), pixel_pitch=2.6, grid_amp=0.07, moire_amp=0.05, screen_gamma=1.1,
-                        black=0.06, tint=(0.98, 1.0, 1.03), glare=0.3, bezel=0.2),
+                _replay("mobile", scale=(0.8, 1.05), pixel_pitch=1.8, grid_amp=0.05, moire_amp=0.16, screen_gamma=1.2,
+                        black=0.07, tint=(0.96, 1.0, 1.08), glare=0.3, bezel=0.6),
+                _replay("highdef", scale=(0.95, 1.25), pixel_pitch=2.4, grid_amp=0.05, moire_amp=0.12, screen_gamma=1.1,
+                        black=0.05, tint=(0.98, 1.0, 1.03), glare=0.3, bezel=0.25),
             ),
         },
         skin_tone=(0.0, 0.9),
         light_temp=(0.1, 0.5),
         hand_held=0.5,
     ),
-    # MSU-MFSD: laptop webcam and Android phone, A3 prints, iPad and iPhone replay.
+    # MSU-MFSD: laptop webcam and Android phone, glossy A3 prints, iPad and iPhone replay.
     "M": Domain(
         name="M",
         like="MSU-MFSD",
         cameras=(
-            Camera("laptop", (0.6, 0.75), (0.5, 0.7), (0.015, 0.025), (75, 85), (1.1, 0.97, 0.9), 0.2, (0.95, 1.05)),
-            Camera("android", (0.85, 1.0), (0.35, 0.5), (0.01, 0.018), (85, 92), (1.03, 1.0, 0.97), 0.15, (1.0, 1.1)),
+            Camera("laptop", (0.6, 0.75), (0.5, 0.7), (0.015, 0.025), (75, 85), (1.1, 0.97, 0.9), 0.2, (0.95, 1.05), 1.05),
+            Camera("android", (0.85, 1.0), (0.35, 0.5), (0.01, 0.018), (85, 92), (1.03, 1.0, 0.97), 0.15, (1.0, 1.1), 1.1),
         ),
         lightings=(Lighting("indoor", (0.4, 0.55), (0.4, 0.6), 0.6, "office", (0.5, 0.8)),),
         attacks={
             "print": (
-                _print("a3", scale=(1.0, 1.3), halftone_freq=0.3, halftone_amp=0.07, gamut=(0.09, 0.91),
-                       saturation=0.78, paper_noise=0.025, glare=0.15),
+                _print("a3", scale=(1.05, 1.3), halftone_freq=0.3, halftone_amp=0.05, gamut=(0.1, 0.9),
+                       saturation=0.8, paper_noise=0.025, tint=(1.04, 1.0, 0.82), glare=0.5),
             ),
             "replay": (
-                _replay("ipad_air", scale=(0.9, 1.25), pixel_pitch=2.5, grid_amp=0.07, moire_amp=0.05, screen_gamma=1.2,
-                        black=0.07, tint=(0.98, 1.0, 1.04), glare=0.3, bezel=0.25),
-                _replay("iphone", scale=(0.8, 1.1), pixel_pitch=1.7, grid_amp=0.09, moire_amp=0.07, screen_gamma=1.3,
-                        black=0.09, tint=(0.97, 1.0, 1.07), glare=0.4, bezel=0.5),
+                _replay("ipad_air", scale=(0.95, 1.25), pixel_pitch=2.5, grid_amp=0.05, moire_amp=0.04, screen_gamma=1.2,
+                        black=0.07, tint=(1.0, 1.0, 1.05), glare=0.7, bezel=0.25),
+                _replay("iphone", scale=(0.85, 1.1), pixel_pitch=1.7, grid_amp=0.06, moire_amp=0.05, screen_gamma=1.3,
+                        black=0.09, tint=(0.97, 1.0, 1.07), glare=0.7, bezel=0.5),
             ),
         },
         skin_tone=(0.0, 0.9),
@@ -545,7 +555,7 @@ def _print_medium(src: np.ndarray, inst: Instrument, rng: np.random.Generator) -
     x = _halftone(x, inst, rng)
     lo, hi = inst.gamut
     x = lo + (hi - lo) * np.clip(x, 0, 1)
-    ink = 1.0 + rng.uniform(-0.04, 0.04, 3).astype(np.float32)
+    ink = np.asarray(inst.tint, np.float32) * (1.0 + rng.uniform(-0.04, 0.04, 3).astype(np.float32))
     paper = 1.0 + inst.paper_noise * cv2.GaussianBlur(rng.standard_normal(x.shape[:2]).astype(np.float32), (0, 0), 0.7)
     return (x * ink * paper[..., None]).astype(np.float32)
 
@@ -687,6 +697,11 @@ def recapture(
     return out
 
 
+def _source_camera(img: np.ndarray, sigma: float) -> np.ndarray:
+    """The camera that took the attacker's photo / video (a good one: only its optical blur)."""
+    return cv2.GaussianBlur(img, (0, 0), sigma)
+
+
 def _eye_holes(R: int, s: Subject, p: Pose) -> np.ndarray:
     """Mask (R, R) of the two eye holes of a cut photo, in the photo's coordinates."""
     xx, yy = _Grid.get(R)
@@ -728,6 +743,11 @@ def _camera_video(rng: np.random.Generator, cam: Camera) -> _CameraVideo:
 def capture(scene: np.ndarray, cv: _CameraVideo, size: int, rng: np.random.Generator) -> bytes:
     """Scene (R, R, 3) -> stored JPEG of ``size`` px: white balance, vignetting, sensor, optics, codec."""
     img = scene * cv.gain * (1.0 - cv.cam.vignette * _Grid.radius2(scene.shape[0]))[..., None]
+    if cv.cam.saturation != 1.0:
+        gray = img.mean(axis=2, keepdims=True)
+        img = gray + cv.cam.saturation * (img - gray)
+    if cv.cam.flare:
+        img = cv.cam.flare + (1.0 - cv.cam.flare) * img
     sensor = max(8, int(round(size * cv.res)))
     img = cv2.resize(img, (sensor, sensor), interpolation=cv2.INTER_AREA)
     img = cv2.GaussianBlur(img, (0, 0), max(cv.blur * sensor / size, 0.3))
@@ -766,10 +786,20 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
 
 
 def domain_rows(
-    domain: str, *, seed: int, subjects: int, videos_per_subject: int, frames_per_video: int, img_size: int
+    domain: str,
+    *,
+    seed: int,
+    subjects: int,
+    videos_per_subject: int,
+    frames_per_video: int,
+    img_size: int,
+    profile: Domain | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Every row (``DatasetWriter.add`` keyword arguments) of one synthetic domain, in a fixed order."""
-    dom = PROFILES[domain]
+    """Every row (``DatasetWriter.add`` keyword arguments) of one synthetic domain, in a fixed order.
+
+    ``profile`` replaces the built-in ``PROFILES[domain]`` (experiments with the generator).
+    """
+    dom = profile or PROFILES[domain]
     R = img_size * RENDER_SCALE
     dcode = _DOMAIN_CODE[domain]
     splits = split_subjects(subjects, _rng(seed, dcode, 999_999))
@@ -825,9 +855,10 @@ def _video(
     src_pose.cx = R / 2 + (src_pose.cx - R / 2) / av.scale
     src_pose.cy = R / 2 + (src_pose.cy - R / 2) / av.scale
     source = PersonLayer(R, subj, src_pose, src_light, _smooth_field(rng, R, 6))
+    src_blur = rng.uniform(0.5, 1.0)  # the source camera's optics: attacks are imaged twice
     still = None
     if kind in ("print", "cut"):
-        still = _print_medium(source.frame(src_bg, None, blink=False)[0], inst, rng)
+        still = _print_medium(_source_camera(source.frame(src_bg, None, blink=False)[0], src_blur), inst, rng)
     behind = holes = None
     if kind == "cut":  # the attacker's own face right behind the photo, eyes aligned with the holes
         behind = PersonLayer(R, subj, src_pose, light, skin_tex)
@@ -837,7 +868,7 @@ def _video(
             medium = still
         else:  # a replayed video moves
             photo, _ = source.frame(src_bg, _motion(rng, src_pose, R), blink=bool(rng.random() < 0.2))
-            medium = _screen_medium(photo, inst, rng)
+            medium = _screen_medium(_source_camera(photo, src_blur), inst, rng)
         eyes = None
         if behind is not None:
             eyes = (behind.frame(scene, None, blink=bool(rng.random() < 0.3))[0], holes)
@@ -873,12 +904,14 @@ def generate(
     frames_per_video: int = DEFAULTS["frames_per_video"],
     img_size: int = DEFAULTS["img_size"],
     overwrite: bool = False,
+    profiles: dict[str, Domain] | None = None,
 ) -> dict[str, Any]:
     """Write the synthetic benchmark: one dataset folder per domain (``out_dir/O``, ...).
 
     Per subject: ``videos_per_subject`` live videos and ``videos_per_subject`` videos of each of
     the domain's attack types (O, I, M: print + replay; C: print + cut + replay), each of
     ``frames_per_video`` frames of ``img_size`` px. Returns a summary (rows, seconds, frames/s).
+    ``profiles`` overrides domain profiles (experiments; recorded as non-default in the manifest).
     """
     domains = list(domains)
     _check_args(domains, subjects, videos_per_subject, frames_per_video, img_size)
@@ -895,6 +928,9 @@ def generate(
         "img_size": img_size,
         "generator_version": GENERATOR_VERSION,
     }
+    profiles = profiles or {}
+    if profiles:
+        args["custom_profiles"] = sorted(profiles)
     summary: dict[str, Any] = {"out": str(out.resolve()), **args, "domains": {}}
     t_all = time.perf_counter()
     total = 0
@@ -904,7 +940,7 @@ def generate(
         with DatasetWriter(out / d, domain=d, converter="synthetic", converter_args={**args, "like": PROFILES[d].like},
                            overwrite=overwrite) as w:
             for row in domain_rows(d, seed=seed, subjects=subjects, videos_per_subject=videos_per_subject,
-                                   frames_per_video=frames_per_video, img_size=img_size):
+                                   frames_per_video=frames_per_video, img_size=img_size, profile=profiles.get(d)):
                 w.add(**row)
                 n += 1
         total += n
