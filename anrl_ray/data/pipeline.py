@@ -223,7 +223,7 @@ def _read(data_root: str | Path, domains: Sequence[str], num_blocks: int | None 
     import ray.data
 
     paths = [p for d in domains for p in shard_paths(Path(data_root) / d)]
-    return ray.data.read_parquet(paths, columns=READ_COLUMNS, override_num_blocks=num_blocks)
+    return ray.data.read_parquet(paths, override_num_blocks=num_blocks).select_columns(READ_COLUMNS)
 
 
 def training_dataset(
@@ -251,7 +251,7 @@ def training_dataset(
     expected_rows = sum(n * keep[g] for g, n in counts.items())
     # random_shuffle keeps the number of blocks: ask the read for enough of them that the
     # streaming split has a fine granularity (and decode tasks stay small)
-    num_blocks = int(min(256, max(8, expected_rows // 128)))
+    num_blocks = int(min(256, max(4, expected_rows // 128)))
     ds = _read(data_root, domains, num_blocks)
     ds = ds.map_batches(_Select(domains, split, keep, seed), batch_format="pyarrow", batch_size=None)
     ds = ds.random_shuffle(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
@@ -421,3 +421,34 @@ def iter_eval_batches(shard: "ray.data.DataIterator", *, batch_size: int) -> Ite
         }
         out["domain"] = [str(v) for v in b["domain"]] if "domain" in b else [""] * len(out["video_id"])
         yield out
+
+
+def data_config(exact: Sequence[str] = ("val", "test"), equal: Sequence[str] = ("train",), **kwargs: Any) -> "ray.train.DataConfig":
+    """A Ray Train ``DataConfig`` that splits evaluation sets without dropping rows.
+
+    ``ray.train.DataConfig`` splits every dataset with ``streaming_split(n, equal=True)``,
+    which balances row counts by dropping up to ``n - 1`` rows: an evaluation set would then
+    silently miss frames (the reference's ``drop_last`` problem again). This one splits the
+    ``equal`` datasets as Ray does (``meta_batches`` yields the same step count everywhere
+    anyway) and the ``exact`` ones with ``equal=False``: every row on exactly one worker, so
+    gathering all workers' scores covers the set once. Other datasets are not split.
+    """
+    import ray.train
+
+    class _ExactEvalDataConfig(ray.train.DataConfig):
+        def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kw):  # noqa: ANN001
+            plain = {k: v for k, v in datasets.items() if k not in exact}
+            output = super().configure(plain, world_size, worker_handles, worker_node_ids, **kw)
+            hints = worker_node_ids if self._enable_shard_locality else None
+            for name, ds in datasets.items():
+                if name not in exact:
+                    continue
+                if ds.name is None:
+                    ds.set_name(name)
+                ds = ds.copy(ds)
+                ds.context.execution_options = self._resolve_execution_options(name)
+                for i, it in enumerate(ds.streaming_split(world_size, equal=False, locality_hints=hints)):
+                    output[i][name] = it
+            return output
+
+    return _ExactEvalDataConfig(datasets_to_split=list(equal), **kwargs)
