@@ -28,7 +28,7 @@ import torch.distributed as dist
 
 from anrl_ray import __version__, metrics
 from anrl_ray.config import TrialConfig, default_profile, load_config, make_config
-from anrl_ray.data.pipeline import InputSpec, eval_dataset, iter_eval_batches, meta_batches, steps_per_epoch, training_dataset
+from anrl_ray.data.pipeline import InputSpec, data_config, eval_dataset, iter_eval_batches, meta_batches, steps_per_epoch, training_dataset
 from anrl_ray.errors import UserError
 from anrl_ray.losses import LossWeights
 from anrl_ray.meta import MetaLearner
@@ -383,7 +383,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 metrics_, checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir), checkpoint_dir_name=checkpoint_dir_name(epoch)
             )
 
+    # Ray Train's own restore (same run name and storage) wins; else an explicit checkpoint folder.
     ckpt = ray.train.get_checkpoint()
+    if ckpt is None and loop_config.get("resume_from"):
+        ckpt = ray.train.Checkpoint(loop_config["resume_from"])
     with (ckpt.as_directory() if ckpt is not None else nullcontext(None)) as resume_dir:
         ctx = WorkerContext(
             rank=tctx.get_world_rank(),
@@ -418,19 +421,40 @@ def run_local(cfg: TrialConfig, run_dir: str | Path, threads: int = 1) -> list[d
     return reports
 
 
-def build_datasets(cfg: TrialConfig) -> dict[str, Any]:
-    """Ray Data datasets of a trial: source train, source validation, target test."""
+def build_datasets(cfg: TrialConfig, start_epoch: int = 0) -> dict[str, Any]:
+    """Ray Data datasets of a trial: source train, source validation, target test.
+
+    ``start_epoch`` (a resumed run) makes the training data of epoch e identical to epoch e of an
+    uninterrupted run: the pipeline seeds its shuffle/subsample/augmentation per execution, and
+    Ray Data counts executions per dataset from 0, so the count starts at ``start_epoch``.
+    """
     spec = InputSpec(img_size=cfg.img_size, in_channels=cfg.in_channels)
     if cfg.holdout:
         # leave-one-source-out: the held-out source domain, all of its training subjects, is the validation set
         val = eval_dataset(cfg.data_root, [cfg.holdout], spec=spec, split="train")
     else:
         val = eval_dataset(cfg.data_root, list(cfg.sources), spec=spec, split="dev")
-    return {
-        "train": training_dataset(cfg.data_root, list(cfg.sources), spec=spec, split="train", seed=cfg.seed),
-        "val": val,
-        "test": eval_dataset(cfg.data_root, [cfg.target], spec=spec, split="test"),
-    }
+    train = training_dataset(cfg.data_root, list(cfg.sources), spec=spec, split="train", seed=cfg.seed)
+    # Private Ray Data counter (ray 2.60): the execution index that RandomSeedConfig(reseed_after_execution)
+    # and the pipeline's per-epoch seeds read. Checked by tests/test_trial.py's resume test.
+    train.context._execution_idx = start_epoch
+    return {"train": train, "val": val, "test": eval_dataset(cfg.data_root, [cfg.target], spec=spec, split="test")}
+
+
+def ordered_ingest_options():
+    """Ray Train's default ingest options with ``preserve_order``: the equal split then hands the
+    same rows to the same rank in every run (the splitter's dispatch is deterministic given order)."""
+    import ray.train
+
+    opts = ray.train.DataConfig.default_ingest_options()
+    opts.preserve_order = True
+    return opts
+
+
+def latest_epoch(run_dir: str | Path) -> int | None:
+    """The last epoch with a checkpoint in a run folder, or None."""
+    epochs = sorted(int(p.name.removeprefix("checkpoint_epoch")) for p in Path(run_dir).glob("checkpoint_epoch[0-9]*"))
+    return epochs[-1] if epochs else None
 
 
 def run_trial(
@@ -460,6 +484,12 @@ def run_trial(
         raise UserError("config key 'data_root' is empty: pass --data DIR (a converted dataset root)")
     storage_path = storage_path if "://" in storage_path else os.path.abspath(storage_path)
     run_dir = run_dir or os.path.join(storage_path, name)
+    # where the data stream must start: after the checkpoint this run will continue from
+    if resume_from:
+        start_epoch = load_checkpoint(resume_from)["epoch"] + 1
+    else:
+        last = latest_epoch(os.path.join(storage_path, name)) if "://" not in storage_path else None
+        start_epoch = 0 if last is None else last + 1
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.gpus_per_worker:
         resources["GPU"] = cfg.gpus_per_worker
@@ -472,6 +502,8 @@ def run_trial(
             "group": group or name,
             "code_version": code_version(),
             "objective_by_epoch": {int(k): float(v) for k, v in (objective_by_epoch or {}).items()},
+            # Train V2 deprecates resume_from_checkpoint: the loop loads this folder itself
+            "resume_from": str(Path(resume_from).resolve()) if resume_from else None,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.gpus_per_worker > 0, resources_per_worker=resources
@@ -484,9 +516,9 @@ def run_trial(
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep_checkpoints),
             worker_runtime_env={"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}},
         ),
-        datasets=build_datasets(cfg),
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train", "val", "test"]),
-        resume_from_checkpoint=ray.train.Checkpoint(resume_from) if resume_from else None,
+        datasets=build_datasets(cfg, start_epoch),
+        # train: equal streaming split in a fixed order (runs repeat on CPU); val/test: every row once
+        dataset_config=data_config(execution_options={"train": ordered_ingest_options()}),
     )
     return trainer.fit()
 
