@@ -108,7 +108,7 @@ def test_meta_batches_layout_and_exact_step_count(tiny_data, ray_local):
 
 @pytest.mark.integration
 def test_more_steps_than_data_reuses_but_keeps_count(tiny_data, ray_local):
-    it = training_dataset(tiny_data, ["M"], spec=SPEC, augment=False).iterator()
+    it = training_dataset(tiny_data, ["M"], spec=SPEC, augment=False, cache=False).iterator()  # the streaming read path
     stats = {}
     n = sum(1 for _ in meta_batches(it, num_domains=1, batch_per_class=4, steps=12, seed=0, epoch=0, stats=stats))
     assert n == 12 and stats["reused"] > 0

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 # the randomness of the subsample and of the split between workers without decoding rows that
 # no step will use.
 KEEP_MARGIN = 1.25
+CACHE_MAX_BYTES = 512 * 1024**2  # encoded shards up to this size are read once, not every epoch
 DECODE_BATCH = 32  # rows per decode task call (bounded memory at 256 px: 32 x 1.5 MB)
 GROUP_CAP = 16  # fresh rows a (domain, class) queue may hold, in units of B (beyond: oldest dropped)
 REUSE_CAP = 4  # recently used rows kept per group for the reuse fallback, in units of B
@@ -155,13 +156,11 @@ def _content_key(video_ids: Sequence[str], frames: Sequence[int]) -> int:
 
 
 class _Select:
-    """Arrow batch -> rows of ``split`` with a ``domain_index``; optional per-group subsampling."""
+    """Arrow batch -> the rows of ``split``, with ``label`` int64 and ``domain_index`` (into ``domains``)."""
 
-    def __init__(self, domains: Sequence[str], split: str, keep: dict[tuple[int, int], float] | None, seed: int):
+    def __init__(self, domains: Sequence[str], split: str):
         self.index = {d: i for i, d in enumerate(domains)}
         self.split = split
-        self.keep = keep
-        self.seed = seed
 
     def __call__(self, table: "pa.Table") -> "pa.Table":
         import pyarrow as pa
@@ -172,18 +171,31 @@ class _Select:
         unknown = set(domain) - set(self.index)
         if unknown:
             raise DatasetFormatError(f"rows of domain(s) {sorted(unknown)} inside folders of {sorted(self.index)}")
-        dom_idx = np.array([self.index[d] for d in domain], np.int64)
-        label = table["label"].to_numpy().astype(np.int64)
-        if self.keep is not None and len(table):
-            vid = table["video_id"].to_pylist()
-            frame = table["frame_index"].to_pylist()
-            rng = np.random.default_rng([self.seed, _execution_index(), _content_key(vid, frame)])
-            p = np.array([self.keep[(d, y)] for d, y in zip(dom_idx, label)])
-            mask = rng.random(len(p)) < p
-            table = table.filter(pa.array(mask))
-            dom_idx, label = dom_idx[mask], label[mask]
+        dom_idx = pa.array(np.array([self.index[d] for d in domain], np.int64))
+        label = pa.array(table["label"].to_numpy().astype(np.int64))
         table = table.drop_columns(["split", "label"])
-        return table.append_column("label", pa.array(label)).append_column("domain_index", pa.array(dom_idx))
+        return table.append_column("label", label).append_column("domain_index", dom_idx)
+
+
+class _Subsample:
+    """Keep each row with its (domain, class) probability; a new draw every epoch (execution)."""
+
+    def __init__(self, keep: dict[tuple[int, int], float], seed: int):
+        self.keep = keep
+        self.seed = seed
+
+    def __call__(self, table: "pa.Table") -> "pa.Table":
+        import pyarrow as pa
+
+        if not len(table):
+            return table
+        vid = table["video_id"].to_pylist()
+        frame = table["frame_index"].to_pylist()
+        rng = np.random.default_rng([self.seed, _execution_index(), _content_key(vid, frame)])
+        dom = table["domain_index"].to_numpy()
+        label = table["label"].to_numpy()
+        p = np.array([self.keep[(int(d), int(y))] for d, y in zip(dom, label)])
+        return table.filter(pa.array(rng.random(len(p)) < p))
 
 
 def _decode(
@@ -219,11 +231,24 @@ def _decoded(ds: "ray.data.Dataset", spec: InputSpec, *, augment: bool, seed: in
     return ds.map_batches(_decode, fn_kwargs=kwargs, batch_format="pyarrow", batch_size=DECODE_BATCH)
 
 
-def _read(data_root: str | Path, domains: Sequence[str], num_blocks: int | None = None) -> "ray.data.Dataset":
+def _encoded_rows(
+    data_root: str | Path, domains: Sequence[str], split: str, num_blocks: int, cache: bool | None
+) -> "ray.data.Dataset":
+    """The split's rows, still encoded: read + select (+ cached in the object store if small).
+
+    Reading Parquet costs Ray Data about a second of fixed overhead per execution (file
+    listing, metadata, read tasks), i.e. per epoch; with ``cache`` the encoded rows are read
+    once and only the per-epoch stages (subsample, shuffle, decode) run again. ``None``
+    caches when the domains' shards total at most ``CACHE_MAX_BYTES``.
+    """
     import ray.data
 
     paths = [p for d in domains for p in shard_paths(Path(data_root) / d)]
-    return ray.data.read_parquet(paths, override_num_blocks=num_blocks).select_columns(READ_COLUMNS)
+    if cache is None:
+        cache = sum(Path(p).stat().st_size for p in paths) <= CACHE_MAX_BYTES
+    ds = ray.data.read_parquet(paths, override_num_blocks=num_blocks).select_columns(READ_COLUMNS)
+    ds = ds.map_batches(_Select(domains, split), batch_format="pyarrow", batch_size=None)
+    return ds.materialize() if cache else ds
 
 
 def training_dataset(
@@ -234,6 +259,7 @@ def training_dataset(
     split: str = "train",
     augment: bool = True,
     seed: int = 0,
+    cache: bool | None = None,
 ) -> "ray.data.Dataset":
     """Shuffled, per-(domain, class) rebalanced, decoded and augmented training rows.
 
@@ -242,6 +268,8 @@ def training_dataset(
     ``video_id`` str. Every (domain, class) group is subsampled to at most ``KEEP_MARGIN`` x the
     smallest group (a new subset each epoch), then all rows are shuffled globally so that every
     streaming-split shard holds every group in proportion. Consume with :func:`meta_batches`.
+    ``cache``: keep the encoded split in Ray's object store (default: if small, see
+    :func:`_encoded_rows`); it is read when this function is called.
     """
     import ray.data
 
@@ -252,25 +280,28 @@ def training_dataset(
     # random_shuffle keeps the number of blocks: ask the read for enough of them that the
     # streaming split has a fine granularity (and decode tasks stay small)
     num_blocks = int(min(256, max(4, expected_rows // 128)))
-    ds = _read(data_root, domains, num_blocks)
-    ds = ds.map_batches(_Select(domains, split, keep, seed), batch_format="pyarrow", batch_size=None)
+    ds = _encoded_rows(data_root, domains, split, num_blocks, cache)
+    ds = ds.map_batches(_Subsample(keep, seed), batch_format="pyarrow", batch_size=None)
     ds = ds.random_shuffle(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
     return _decoded(ds, spec, augment=augment, seed=seed, keep_domain=False)
 
 
-def eval_dataset(data_root: str | Path, domains: Sequence[str], *, spec: InputSpec, split: str) -> "ray.data.Dataset":
+def eval_dataset(
+    data_root: str | Path, domains: Sequence[str], *, spec: InputSpec, split: str, cache: bool | None = None
+) -> "ray.data.Dataset":
     """Every row of ``split`` in ``domains``, decoded without augmentation.
 
     Columns as :func:`training_dataset` plus ``domain`` (str). Video ids are unique within a
-    domain: group frames by ``(domain, video_id)``.
+    domain: group frames by ``(domain, video_id)``. ``cache`` as in :func:`training_dataset`.
     """
     _check_split(split)
     mans = _manifests(data_root, domains)
     empty = [d for d, m in mans.items() if sum(_class_counts(m, split)) == 0]
     if empty:
         raise DatasetFormatError(f"domain(s) {empty} have no rows in split {split!r} under {data_root}")
-    ds = _read(data_root, domains)
-    ds = ds.map_batches(_Select(domains, split, None, 0), batch_format="pyarrow", batch_size=None)
+    rows = sum(sum(_class_counts(m, split)) for m in mans.values())
+    # several blocks even for small sets, so that a split across workers shares the decoding
+    ds = _encoded_rows(data_root, domains, split, int(min(256, max(2 * len(domains), rows // 256))), cache)
     return _decoded(ds, spec, augment=False, seed=0, keep_domain=True)
 
 
