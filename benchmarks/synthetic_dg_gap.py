@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -119,7 +118,6 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = tempfile.TemporaryDirectory(prefix="anrl-dg-gap-")
         root = Path(tmp.name)
         kw = {k: int(v) for k, v in (kv.split("=") for kv in args.gen.split(",") if kv)}
-        t0 = time.time()
         summary = synthetic.generate(root, **kw)
         gen_seconds = summary["seconds"]
         print(f"generated {summary['rows']} rows in {summary['seconds']} s ({summary['frames_per_second']} frames/s)", flush=True)

@@ -1,7 +1,6 @@
 """Synthetic benchmark generator: determinism, counts, schema, splits, depth, CLI."""
 
 import argparse
-import hashlib
 import math
 from pathlib import Path
 
