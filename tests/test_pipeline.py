@@ -217,3 +217,21 @@ def test_torch_trainer_two_workers_on_two_cpus(tiny_data, ray_local, tmp_path):
     for epoch in range(2):
         assert logs[0][epoch][0] == logs[1][epoch][0] == steps  # same step count on both ranks
         assert logs[0][epoch][1] + logs[1][epoch][1] == test_rows  # every test row once per epoch
+
+
+@pytest.mark.integration
+def test_each_epoch_draws_a_new_subset_of_the_larger_groups(tiny_data, ray_local):
+    ds = training_dataset(tiny_data, ["M"], spec=SPEC, augment=False, seed=0)  # M: live is the smallest group
+
+    def epoch():
+        out = {0: set(), 1: set()}
+        for b in ds.iter_batches(batch_size=64, batch_format="numpy"):
+            for y, x in zip(b["label"], b["image"]):
+                out[int(y)].add(_digest(torch.from_numpy(np.array(x))))
+        return out
+
+    first, second = epoch(), epoch()
+    live = sum(read_manifest(f"{tiny_data}/M")["counts"]["train"]["live"].values())
+    assert len(first[0]) == len(second[0]) == live and first[0] == second[0]  # the smallest group: all of it
+    assert first[1] != second[1]  # spoof (twice as many rows): a fresh random subset each epoch
+    assert len(first[1]) < 2 * live
