@@ -577,7 +577,10 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1", runtime_env=env)
+        # The dashboard (State API) must run: without it Ray Train cannot clean up the placement
+        # group of a trial that Tune stopped early, and the next trial waits for CPUs forever.
+        # It binds to localhost only.
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=env)
 
 
 def _train_cli(args: argparse.Namespace) -> int:
