@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import yaml
 
@@ -77,22 +77,27 @@ class SearchSpace:
                 values[p.name] = p.default
         return values
 
-    def define_by_run(self) -> Callable:
+    def define_by_run(self) -> "DefineByRun":
         """Optuna define-by-run function: conditional parameters are sampled only when active."""
-        params = self.params
-
-        def space(trial) -> None:
-            values: dict[str, Any] = {}
-            for p in params:
-                if p.active(values):
-                    values[p.name] = p.suggest(trial)
-
-        return space
+        return DefineByRun(self.params)
 
     def describe(self) -> list[dict[str, Any]]:
         return [
             {k: v for k, v in vars(p).items() if v not in (None, (), {})} for p in self.params
         ]
+
+
+@dataclass(frozen=True)
+class DefineByRun:
+    """A picklable Optuna define-by-run space (Tune checkpoints its searcher by pickling it)."""
+
+    params: tuple[Param, ...]
+
+    def __call__(self, trial) -> None:
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if p.active(values):
+                values[p.name] = p.suggest(trial)
 
 
 def _err(path: str, name: str, msg: str) -> UserError:
@@ -101,8 +106,7 @@ def _err(path: str, name: str, msg: str) -> UserError:
 
 def _parse_param(path: str, name: str, spec: Any, seen: list[str]) -> Param:
     if name not in _FIELDS:
-        return_msg = "is not a config key (see anrl_ray/config.py TrialConfig)"
-        raise _err(path, name, return_msg)
+        raise _err(path, name, "is not a config key (see anrl_ray/config.py TrialConfig)")
     if not isinstance(spec, dict):
         raise _err(path, name, "must be a mapping with 'default' and 'distribution'")
     allowed = {"default", "distribution", "low", "high", "step", "choices", "condition"}

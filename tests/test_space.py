@@ -76,3 +76,13 @@ def test_invalid_yaml_file(tmp_path):
         load_space(path)
     with pytest.raises(UserError, match="shipped spaces"):
         load_space(tmp_path / "missing.yaml")
+
+
+def test_space_function_pickles():
+    """Tune checkpoints the Optuna searcher by pickling its define-by-run space."""
+    import pickle
+
+    fn = pickle.loads(pickle.dumps(load_space("anrl").define_by_run()))
+    trial = optuna.create_study().ask()
+    fn(trial)
+    assert "w_depth" in trial.params
