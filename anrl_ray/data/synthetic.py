@@ -32,7 +32,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -1006,8 +1006,3 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--img-size", type=int, default=DEFAULTS["img_size"], help="stored crop size in pixels")
     p.add_argument("--overwrite", action="store_true", help="replace existing domain folders")
     p.set_defaults(func=_cli)
-
-
-def profile_table() -> list[dict[str, Any]]:
-    """The domain profiles as plain dicts (documentation, reports)."""
-    return [asdict(p) for p in PROFILES.values()]
