@@ -117,7 +117,9 @@ def leaderboard(runs: Mapping[str, Run], method: str = "source_val") -> list[dic
     def key(row):
         sc = row["selection_score"]
         missing = sc is None or not math.isfinite(sc)
-        return (missing, sc if not missing else 0.0, row["trial"])
+        # ties as in anrl_ray.selection: higher source-validation AUC first (source data only)
+        val_auc = row.get("val_auc")
+        return (missing, sc if not missing else 0.0, -(val_auc or 0.0), row["trial"])
 
     rows.sort(key=key)
     for i, row in enumerate(rows, 1):

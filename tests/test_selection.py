@@ -97,3 +97,12 @@ def test_records_roundtrip_and_torn_line(tmp_path):
     bad.write_text("not json\n{}\n")
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         read_records(bad)
+
+
+def test_source_val_ties_are_broken_by_val_auc_not_by_name():
+    runs = {
+        "a": [rec("a", 0, 0.125, 0.99, val_auc=0.90)],
+        "b": [rec("b", 0, 0.125, 0.10, val_auc=0.95), rec("b", 1, 0.125, 0.10, val_auc=0.97)],
+    }
+    s = select_source_val(runs)
+    assert (s.trial, s.epoch) == ("b", 1)
