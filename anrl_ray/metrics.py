@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from anrl_ray import SPOOF
 
@@ -88,6 +87,8 @@ def eer_threshold(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
         (eer, threshold).
     """
     s, y = _scores_labels(scores, labels)
+    from sklearn.metrics import roc_curve  # imported here: sklearn adds ~2 s to every Ray worker's start-up
+
     fpr, tpr, thr = roc_curve(y, s, pos_label=SPOOF, drop_intermediate=False)
     fnr = 1.0 - tpr
     i = int(np.argmax(fpr >= fnr))  # first point at or past the crossing; fpr[0] = 0 < fnr[0] = 1
@@ -126,6 +127,8 @@ def tpr_at_fpr(scores: ArrayLike, labels: ArrayLike, fpr: float) -> float:
     if not 0.0 <= fpr <= 1.0:
         raise ValueError(f"fpr must be in [0, 1], got {fpr!r}")
     s, y = _scores_labels(scores, labels)
+    from sklearn.metrics import roc_curve
+
     roc_fpr, roc_tpr, _ = roc_curve(y, s, pos_label=SPOOF, drop_intermediate=False)
     return float(np.max(roc_tpr[roc_fpr <= fpr + 1e-12]))
 
@@ -140,6 +143,8 @@ def evaluate_scores(scores: ArrayLike, labels: ArrayLike, threshold: float | Non
         ``tpr@fpr=1%``, ``tpr@fpr=0.1%``; with ``threshold`` (e.g. chosen on source
         validation data) also ``threshold``, ``hter``, ``apcer``, ``bpcer``, ``acer``, ``acc``.
     """
+    from sklearn.metrics import roc_auc_score
+
     s, y = _scores_labels(scores, labels)
     eer, thr = eer_threshold(s, y)
     res = {
