@@ -31,6 +31,7 @@ from anrl_ray.protocols import PROTOCOLS, get_protocol
 from anrl_ray.space import SearchSpace, load_space
 
 STUDY_NAME = "anrl"
+DEFAULT_TRIALS = {"cpu": 8, "full": 20}  # per profile: cpu fits ~15 min on 2 cores (see README)
 NOT_PAPER_COMPARABLE = (
     "NOTE: running on the built-in SYNTHETIC benchmark. Its numbers show that the search works; "
     "they are NOT comparable with the paper's OULU/CASIA/Replay/MSU results."
@@ -133,6 +134,8 @@ def run_search(args: argparse.Namespace) -> Path:
     get_protocol(args.protocol)
     space = load_space(args.space or default_space(args.protocol))
     profile = default_profile() if args.profile == "auto" else args.profile
+    if args.num_samples is None:
+        args.num_samples = DEFAULT_TRIALS[profile]
 
     overrides = {
         "protocol": args.protocol,
@@ -307,7 +310,8 @@ def register_args(p: argparse.ArgumentParser) -> None:
 
     add_runtime_args(p)
     p.add_argument("--space", default=None, help="search space YAML, or a shipped name (default: anrl, or anrl_limited for 2 sources)")
-    p.add_argument("--num-samples", type=int, default=10, help="trials in total (default 10)")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="trials in total (default: 8 with the cpu profile, sized to finish in ~15 min on 2 cores; 20 full)")
     p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: as many as fit, one CPU left for data)")
     p.add_argument("--workers-per-trial", type=int, default=2, help="Ray Train workers (DDP ranks) per trial (default 2)")
     p.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPUs per Train worker, fractions allowed (default 0.5)")
@@ -330,7 +334,7 @@ def register_args(p: argparse.ArgumentParser) -> None:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    positive = {"--num-samples": args.num_samples, "--workers-per-trial": args.workers_per_trial, "--seeds": args.seeds}
+    positive = {"--num-samples": 1 if args.num_samples is None else args.num_samples, "--workers-per-trial": args.workers_per_trial, "--seeds": args.seeds}
     for flag, value in positive.items():
         if value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
