@@ -96,6 +96,7 @@ class Instrument:
     pixel_pitch: float = 0.0  # replay: render pixels per screen pixel
     grid_amp: float = 0.0
     moire_amp: float = 0.0
+    moire_freq: tuple[float, float] = (0.015, 0.05)  # replay: moire frequency, cycles per render pixel
     screen_gamma: float = 1.0
     black: float = 0.0  # replay: backlight black level
     tint: tuple[float, float, float] = (1.0, 1.0, 1.0)  # screen white point / paper and ink colour
@@ -625,7 +626,7 @@ def _attack_video(rng: np.random.Generator, inst: Instrument, dom: Domain, R: in
         edge_color = np.array([0.9, 0.9, 0.88], np.float32)
     glare = _glare(R, rng, rng.uniform(0.15, 0.4)) if rng.random() < inst.glare else None
     ang = rng.uniform(0, math.pi)
-    fm = rng.uniform(0.015, 0.05)
+    fm = rng.uniform(*inst.moire_freq)
     finger = None
     if hand and rng.random() < 0.4:
         side = rng.integers(4)
