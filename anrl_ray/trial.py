@@ -542,29 +542,10 @@ def resolve_data_root(data: str | None) -> str:
         if not root.is_dir():
             raise UserError(f"--data {data}: no such folder (expected a converted data root with O/, C/, I/, M/)")
         return str(root.resolve())
-    return ensure_synthetic_benchmark()
+    from anrl_ray.data.synthetic import ensure_default_benchmark
 
-
-def ensure_synthetic_benchmark(seed: int = 0) -> str:
-    """Generate the default synthetic benchmark once into the cache folder and return its path.
-
-    Cache folder: ``$ANRL_RAY_CACHE`` or ``~/.cache/anrl-ray``; a partly generated benchmark (no
-    manifest in some domain) is completed, a finished one is reused as it is.
-    """
-    from anrl_ray.data.format import MANIFEST
-    from anrl_ray.data.synthetic import generate
-
-    cache = Path(os.environ.get("ANRL_RAY_CACHE", Path.home() / ".cache" / "anrl-ray"))
-    root = cache / f"synthetic-v1-seed{seed}"
-    domains = ("O", "C", "I", "M")
-    if all((root / d / MANIFEST).is_file() for d in domains):
-        return str(root)
-    print(f"generating the synthetic benchmark (once) into {root} ...", flush=True)
-    t0 = time.time()
-    missing = tuple(d for d in domains if not (root / d / MANIFEST).is_file())
-    generate(root, seed=seed, domains=missing)
-    print(f"synthetic benchmark ready in {time.time() - t0:.0f} s", flush=True)
-    return str(root)
+    print("using the built-in synthetic benchmark (generated once into a cache folder, ~12 s)", flush=True)
+    return ensure_default_benchmark()
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:

@@ -248,6 +248,8 @@ def _encoded_rows(
         cache = sum(Path(p).stat().st_size for p in paths) <= CACHE_MAX_BYTES
     ds = ray.data.read_parquet(paths, override_num_blocks=num_blocks).select_columns(READ_COLUMNS)
     ds = ds.map_batches(_Select(domains, split), batch_format="pyarrow", batch_size=None)
+    # a fixed block order: the per-epoch shuffle and subsample then repeat across runs (resume)
+    ds.context.execution_options.preserve_order = True
     return ds.materialize() if cache else ds
 
 
