@@ -1,5 +1,6 @@
 """The search end to end: real Ray Tune + Optuna + Ray Train on tiny synthetic data; bad options."""
 
+import csv
 import json
 import sqlite3
 from pathlib import Path
@@ -71,3 +72,24 @@ def test_search_end_to_end_and_resume(tiny_data, tmp_path, capsys):
     study = optuna.load_study(study_name="anrl", storage=f"sqlite:///{exp / 'optuna.db'}")
     assert len(study.trials) == 4
     assert len((exp / "leaderboard.csv").read_text().strip().splitlines()) == 1 + 4
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_lodo_search_and_multi_seed_reevaluation(tiny_data, tmp_path, capsys):
+    """--selection lodo trains one run per held-out source plus the full run; --reeval-top-k re-trains with fresh seeds."""
+    argv = ["--protocol", "OCI_M", "--data", tiny_data, "--storage", str(tmp_path), "--name", "lodo",
+            "--num-samples", "1", "--epochs", "1", "--scheduler", "none", "--wandb", "off", "--selection", "lodo",
+            "--reeval-top-k", "1", "--seeds", "2", *TINY]
+    assert main(argv) == 0
+    exp = tmp_path / "lodo"
+    holdouts = sorted(p.name.rsplit("holdout", 1)[1] for p in (exp / "trials").glob("*-holdout*"))
+    assert holdouts == ["C", "I", "O"]
+    selection = json.loads((exp / "best" / "selection.json").read_text())
+    assert selection["method"] == "lodo"
+    assert "lodo" in (exp / "leaderboard.md").read_text()
+    rows = list(csv.DictReader(open(exp / "reeval.csv")))
+    assert len(rows) == 1 and rows[0]["seeds"] == "2"
+    assert float(rows[0]["target_auc_sem"]) >= 0.0  # two seeds: a finite standard error
+    assert "±" in (exp / "reeval.md").read_text()
+    assert len(list((exp / "reeval").glob("reeval-*/records.jsonl"))) == 2
