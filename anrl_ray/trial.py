@@ -350,6 +350,7 @@ def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
             "train_seconds": round(train_seconds, 3),
             "epoch_seconds": round(time.time() - t0, 3),
             "config": cfg.to_dict(),
+            "meta_step": learner.config,  # mode, alpha, weights, interleave flag as the step ran
             "seeds": {"seed": cfg.seed, "data_seed": cfg.seed, "domain_order_seed": [cfg.seed * 1000 + r for r in range(world)]},
             "code_version": loop_config.get("code_version", ""),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -578,7 +579,6 @@ def _train_cli(args: argparse.Namespace) -> int:
     if result.error:
         print(f"trial failed: {result.error}")
         return 1
-    from anrl_ray.records import read_records
     from anrl_ray.selection import select_epoch_source_val
 
     recs = read_records(out / "run" / RECORDS_FILE)
