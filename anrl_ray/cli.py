@@ -33,7 +33,7 @@ def quiet_environment() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="anrl-ray", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="anrl-ray", description="anrl-ray: convert, train, search, best, evaluate, predict.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     convert = sub.add_parser("convert", help="convert a dataset (or generate the synthetic benchmark) to Parquet")
     conv_sub = convert.add_subparsers(dest="dataset", required=True, metavar="DATASET")
