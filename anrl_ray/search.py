@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from anrl_ray.config import TrialConfig, default_profile, load_config, make_config
+from anrl_ray.config import TrialConfig, default_profile, load_config, make_config, parse_overrides
 from anrl_ray.errors import UserError
 from anrl_ray.protocols import PROTOCOLS, get_protocol
 from anrl_ray.space import SearchSpace, load_space
@@ -85,7 +85,8 @@ def make_trainable(base: dict[str, Any], exp_dir: str, selection: str, keep_chec
     return trainable
 
 
-def optuna_storage(exp_dir: Path):
+def study_storage(exp_dir: Path):
+    """The RDB storage object OptunaSearch needs (report.optuna_storage returns the URL instead)."""
     import optuna
 
     return optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}")
@@ -98,7 +99,7 @@ def finished_trials(exp_dir: Path) -> int:
     if not (exp_dir / "optuna.db").exists():
         return 0
     try:
-        study = optuna.load_study(study_name=STUDY_NAME, storage=optuna_storage(exp_dir))
+        study = optuna.load_study(study_name=STUDY_NAME, storage=study_storage(exp_dir))
     except KeyError:
         return 0
     # trials left RUNNING by an interrupted search will never report: mark them failed
@@ -121,7 +122,7 @@ def build_search_alg(space: SearchSpace, exp_dir: Path, searcher: str, seed: int
         mode="min",
         sampler=sampler,
         study_name=STUDY_NAME,
-        storage=optuna_storage(exp_dir),
+        storage=study_storage(exp_dir),
         # the reference defaults run first; a resumed study already has them
         points_to_evaluate=None if resumed else [space.defaults()],
     )
@@ -147,7 +148,7 @@ def run_search(args: argparse.Namespace) -> Path:
     if args.epochs:
         overrides["epochs"] = args.epochs
     # validate every option before any expensive step (data generation, Ray start-up)
-    base_cfg = load_config(None, {**space.fixed, **overrides, **dict_overrides(args.set)}, profile=profile)
+    base_cfg = load_config(None, {**space.fixed, **overrides, **parse_overrides(args.set)}, profile=profile)
 
     storage = Path(args.storage).resolve()
     name = args.name or f"{args.protocol}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -264,12 +265,6 @@ def wandb_callback(mode: str, exp_dir: Path):
     os.environ.setdefault("WANDB_DIR", str(exp_dir / "wandb"))
     return WandbLoggerCallback(project="anrl-ray", group=exp_dir.name, mode=mode, dir=str(exp_dir / "wandb"),
                                excludes=["record"], log_config=True)
-
-
-def dict_overrides(items: list[str] | None) -> dict[str, str]:
-    from anrl_ray.config import parse_overrides
-
-    return parse_overrides(items)
 
 
 def finish(exp_dir: Path, selection: str, top: int = 5) -> None:
