@@ -344,7 +344,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from anrl_ray.cli import quiet_environment
+    from anrl_ray.runtime import quiet_environment
 
     quiet_environment()
     os.environ.setdefault("WANDB_MODE", "offline")

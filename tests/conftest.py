@@ -1,12 +1,10 @@
 """Shared fixtures: a tiny synthetic data root (session-wide) and a real local Ray runtime."""
 
-import os
-
 import pytest
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("WANDB_MODE", "offline")
+from anrl_ray.runtime import quiet_environment
+
+quiet_environment()
 
 
 @pytest.fixture(scope="session")
@@ -21,10 +19,10 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """A real local Ray runtime on this machine's 2 CPUs, shut down after the module."""
+    """A fresh local Ray runtime on this machine's 2 CPUs (never a running cluster), shut down after the module."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -12,6 +12,7 @@ import os
 import sys
 
 from anrl_ray.errors import UserError
+from anrl_ray.runtime import quiet_environment
 
 # (subcommand, module that provides register_cli(subparsers)), in help order.
 _COMMANDS = [
@@ -21,15 +22,6 @@ _COMMANDS = [
     ("evaluate", "anrl_ray.export"),
     ("predict", "anrl_ray.export"),
 ]
-_CONVERTERS = ["anrl_ray.data.synthetic", "anrl_ray.data.converters"]
-
-
-def quiet_environment() -> None:
-    """Environment for non-interactive runs: no usage stats (no network), no progress bars."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     convert = sub.add_parser("convert", help="convert a dataset (or generate the synthetic benchmark) to Parquet")
     conv_sub = convert.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-    for module in _CONVERTERS:
-        importlib.import_module(module).register_cli(conv_sub)
+    from anrl_ray.cli import convert as convert_cli
+
+    convert_cli.register(conv_sub)
     registered = set()
     for _, module in _COMMANDS:
         if module not in registered:
