@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from anrl_ray.data import synthetic
+from anrl_ray.data.synthetic import render
 from anrl_ray.data.format import SCHEMA, iter_rows, read_manifest
 from anrl_ray.errors import UserError
 
@@ -39,7 +40,7 @@ def test_same_seed_same_bytes(small, tmp_path):
 def test_counts_schema_and_manifest(small):
     root, summary = small
     for d in ("O", "C"):
-        kinds = ["live", *synthetic.PROFILES[d].attacks]
+        kinds = ["live", *synthetic.DOMAIN_PROFILES[d].attacks]
         expected = SMALL["subjects"] * len(kinds) * SMALL["videos_per_subject"] * SMALL["frames_per_video"]
         m = read_manifest(root / d)
         assert m["num_rows"] == expected == summary["domains"][d]["rows"]
@@ -54,7 +55,7 @@ def test_counts_schema_and_manifest(small):
         assert all(sorted(v) == list(range(SMALL["frames_per_video"])) for v in per_video.values())
         total = sum(n for split in m["counts"].values() for cls in split.values() for n in cls.values())
         assert total == expected
-    assert "cut" in synthetic.PROFILES["C"].attacks and "cut" not in synthetic.PROFILES["O"].attacks
+    assert "cut" in synthetic.DOMAIN_PROFILES["C"].attacks and "cut" not in synthetic.DOMAIN_PROFILES["O"].attacks
     assert summary["frames_per_second"] > 0
 
 
@@ -93,10 +94,10 @@ def test_depth_is_the_rendered_height_field():
     """The stored depth is the exact surface used for shading: highest at the nose, 0 off the head."""
     R = 96
     rng = np.random.default_rng(0)
-    subj = synthetic._subject(rng, synthetic.PROFILES["O"])
-    pose = synthetic.Pose(cx=R / 2, cy=R / 2, a=R * 0.3, roll=0.0, yaw=0.0, pitch=0.0)
-    light = synthetic._light(rng, synthetic.PROFILES["O"], synthetic.PROFILES["O"].lightings[0])
-    rgb, alpha, depth = synthetic.render_person(R, subj, pose, light, np.zeros((R, R, 1), np.float32))
+    subj = render.sample_subject(rng, synthetic.DOMAIN_PROFILES["O"])
+    pose = render.Pose(cx=R / 2, cy=R / 2, a=R * 0.3, roll=0.0, yaw=0.0, pitch=0.0)
+    light = render.sample_light(rng, synthetic.DOMAIN_PROFILES["O"], synthetic.DOMAIN_PROFILES["O"].lightings[0])
+    rgb, alpha, depth = render.render_person(R, subj, pose, light, np.zeros((R, R, 1), np.float32))
     b = pose.a * subj.aspect
     yy, xx = np.mgrid[0:R, 0:R] + 0.5
     r2 = ((xx - pose.cx) / pose.a) ** 2 + ((yy - pose.cy) / b) ** 2
@@ -106,8 +107,8 @@ def test_depth_is_the_rendered_height_field():
     assert abs(x + 0.5 - pose.cx) <= 2  # the nose is the nearest point of a frontal face
     assert 0 < (y + 0.5 - pose.cy) / b < 0.4
     # shading follows the same surface: a light from the left makes the left cheek brighter
-    left = synthetic.Light(0.1, 0.9, np.array([-0.8, 0.0, 0.6], np.float32), np.ones(3, np.float32))
-    lit, _, _ = synthetic.render_person(R, subj, pose, left, np.zeros((R, R, 1), np.float32))
+    left = render.Light(0.1, 0.9, np.array([-0.8, 0.0, 0.6], np.float32), np.ones(3, np.float32))
+    lit, _, _ = render.render_person(R, subj, pose, left, np.zeros((R, R, 1), np.float32))
     cheek_y = int(pose.cy + 0.2 * b)
     dx = int(0.5 * pose.a)
     assert lit[cheek_y, int(pose.cx) - dx].mean() > lit[cheek_y, int(pose.cx) + dx].mean()
@@ -151,6 +152,6 @@ def test_default_benchmark_is_cached(tmp_path, monkeypatch):
 def test_default_size_is_small():
     d = synthetic.DEFAULTS
     rows = sum(d["subjects"] * (1 + len(p.attacks)) * d["videos_per_subject"] * d["frames_per_video"]
-               for p in synthetic.PROFILES.values())
+               for p in synthetic.DOMAIN_PROFILES.values())
     assert d["img_size"] <= 64 and rows <= 3000, "the default benchmark must stay quick to generate on 2 CPUs"
     assert math.isclose(sum(synthetic.SPLIT_FRACTIONS.values()), 0.7)
