@@ -8,7 +8,7 @@
 
 import sys
 
-from anrl_ray.search import main
+from anrl_ray.cli.run import search_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(search_main())

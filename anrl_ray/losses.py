@@ -2,7 +2,7 @@
 
 Follows the reference ``train.py`` (``compute_losses``) exactly, including its order: the
 domain's centres are updated with the current batch FIRST, and the (detached, updated)
-centres then enter IDCL and ICSL. See ``/work/shared/ANRL.md``.
+centres then enter IDCL and ICSL. See docs/ANRL.md.
 """
 
 from __future__ import annotations

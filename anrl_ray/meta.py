@@ -5,7 +5,7 @@ attention weights through ``torch.func.functional_call``, meta-test forward, los
 inside :meth:`MetaLearner.forward`. DDP-wrap the :class:`MetaLearner` itself, so that
 ``DDP.forward`` runs exactly once per backward and gradients are all-reduced: calling
 ``functional_call`` on ``ddp.module`` from outside would bypass DDP and let ranks drift
-apart silently (see ``/work/shared/STACK.md``). Use ``find_unused_parameters=True`` and
+apart silently (see docs/NOTES.md, "Meta-learning under DDP"). Use ``find_unused_parameters=True`` and
 ``broadcast_buffers=False`` like the reference (class centres and BN statistics stay local
 to each rank, as there).
 """

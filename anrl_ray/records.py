@@ -10,16 +10,22 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
+
+from anrl_ray.experiment import RECORDS_FILE, is_checkpoint_dir
+
+# Metrics reported to Ray each epoch (flat names; Tune's scheduler and searcher read ``objective``).
+VAL_KEYS = ("auc", "eer", "hter_eer", "tpr@fpr=1%")
 
 
-def _clean(x: Any) -> Any:
+def clean_json(x: Any) -> Any:
     """JSON-safe copy: NaN/inf become None, numpy scalars become Python numbers."""
     if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
+        return {str(k): clean_json(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [clean_json(v) for v in x]
     if hasattr(x, "item") and not isinstance(x, (str, bytes)):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
@@ -29,7 +35,7 @@ def _clean(x: Any) -> Any:
 
 def append_record(path: str | Path, record: dict[str, Any]) -> None:
     """Append one record as a JSON line and fsync it (a crash never corrupts earlier lines)."""
-    line = json.dumps(_clean(record), sort_keys=True)
+    line = json.dumps(clean_json(record), sort_keys=True)
     with open(path, "a") as f:
         f.write(line + "\n")
         f.flush()
@@ -53,21 +59,88 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def collect_records(root: str | Path, filename: str = "records.jsonl") -> dict[str, list[dict[str, Any]]]:
-    """All records files below ``root``, keyed by the trial name stored in them (else their folder)."""
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted(Path(root).rglob(filename)):
-        if "checkpoint" in path.parent.name:  # copies inside checkpoints
-            continue
-        recs = read_records(path)
-        if recs:
-            runs[recs[0].get("trial") or path.parent.name] = recs
-    return runs
-
-
 def write_records(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     """Write records to a new file atomically (temp file + rename)."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in records))
+    tmp.write_text("".join(json.dumps(clean_json(r), sort_keys=True) + "\n" for r in records))
     tmp.replace(path)
+
+
+def run_folders(root: str | Path, filename: str = RECORDS_FILE) -> dict[str, Path]:
+    """Run name (the trial stored in its records, else the folder name) -> its folder, below ``root``."""
+    out: dict[str, Path] = {}
+    for path in sorted(Path(root).rglob(filename)):
+        if is_checkpoint_dir(path.parent):  # copies inside checkpoints
+            continue
+        recs = read_records(path)
+        if recs:
+            out[recs[0].get("trial") or path.parent.name] = path.parent
+    return out
+
+
+def collect_records(root: str | Path, filename: str = RECORDS_FILE) -> dict[str, list[dict[str, Any]]]:
+    """All records files below ``root``, keyed by the trial name stored in them (else their folder)."""
+    return {name: read_records(folder / filename) for name, folder in run_folders(root, filename).items()}
+
+
+def flat_metrics(epoch: int, ev: Mapping[str, Any], losses: Mapping[str, float], selection_metric: str) -> dict[str, float]:
+    """The flat metrics reported to Ray Tune each epoch (``val_score``: lower is better)."""
+    val, tgt = ev["val"], ev["target"]
+    val_score = val["hter_eer"] if selection_metric == "hter" else 1.0 - val["auc"]
+    out = {"epoch": epoch, "val_score": float(val_score)}
+    out.update({f"val_{k}": float(val[k]) for k in VAL_KEYS})
+    out.update(
+        {
+            "target_hter": float(tgt["hter"]),  # at the source-validation threshold
+            "target_hter_eer": float(tgt["hter_eer"]),  # at the target's own EER threshold (literature)
+            "target_auc": float(tgt["auc"]),
+            "target_eer": float(tgt["eer"]),
+            "target_tpr@fpr=1%": float(tgt["tpr@fpr=1%"]),
+        }
+    )
+    out.update({f"train_{k}": float(v) for k, v in losses.items()})
+    return out
+
+
+def epoch_record(
+    *,
+    cfg: Any,
+    epoch: int,
+    steps: int,
+    world: int,
+    ev: Mapping[str, Any],
+    losses: Mapping[str, float],
+    lr: float,
+    checksums: list[float],
+    meta_step: Mapping[str, Any],
+    timing: Mapping[str, float],
+    loop_config: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The self-describing record of one finished epoch (``cfg``: the run's TrialConfig)."""
+    return {
+        "kind": "epoch",
+        "trial": loop_config.get("trial", ""),
+        "group": loop_config.get("group", ""),
+        "epoch": epoch,
+        "step": (epoch + 1) * steps,
+        "protocol": cfg.protocol,
+        "sources": list(cfg.sources),
+        "target": cfg.target,
+        "holdout": cfg.holdout,
+        "val": ev["val"],
+        "target_metrics": ev["target"],
+        "thresholds": ev["thresholds"],
+        "losses": dict(losses),
+        "lr": lr,
+        "steps_per_epoch": steps,
+        "world_size": world,
+        "rank_param_checksums": checksums,  # equal across ranks unless DDP let them drift
+        "train_seconds": round(timing["train"], 3),
+        "epoch_seconds": round(timing["epoch"], 3),
+        "config": cfg.to_dict(),
+        "meta_step": dict(meta_step),  # mode, alpha, weights, interleave flag as the step ran
+        "seeds": {"seed": cfg.seed, "data_seed": cfg.seed, "domain_order_seed": [cfg.seed * 1000 + r for r in range(world)]},
+        "code_version": loop_config.get("code_version", ""),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from anrl_ray.config import make_config
+from anrl_ray.experiment import Experiment, records_path
 from anrl_ray.records import collect_records, read_records
+from anrl_ray.report import leaderboard
 from anrl_ray.selection import select_epoch_source_val
 
 METRICS = (
@@ -38,11 +40,10 @@ def mean_sem(values: list[float]) -> tuple[float, float]:
 
 def reevaluate(exp_dir: str | Path, *, top_k: int, seeds: int, selection: str = "source_val") -> Path:
     """Re-train the top ``top_k`` configurations with ``seeds`` fresh seeds; write reeval.{md,csv}."""
-    from anrl_ray.report import leaderboard
-    from anrl_ray.trial import RECORDS_FILE, run_trial
+    from anrl_ray.trial import run_trial
 
-    exp_dir = Path(exp_dir)
-    runs = collect_records(exp_dir / "trials")
+    exp = Experiment(exp_dir)
+    runs = collect_records(exp.trials)
     rows = leaderboard(runs, method=selection)[:top_k]
     table = []
     for rank, row in enumerate(rows):
@@ -52,12 +53,12 @@ def reevaluate(exp_dir: str | Path, *, top_k: int, seeds: int, selection: str = 
         for i in range(seeds):
             seed = 1000 + 100 * rank + i  # fresh seeds, disjoint from the search's
             name = f"reeval-{trial}-seed{seed}"
-            out = exp_dir / "reeval"
-            if not (out / name / RECORDS_FILE).exists():
+            out = exp.reeval
+            if not records_path(out / name).exists():
                 result = run_trial(cfg.replace(seed=seed), storage_path=str(out), name=name)
                 if result.error:
                     raise RuntimeError(f"re-evaluation run {name} failed: {result.error}")
-            summary = select_epoch_source_val(read_records(out / name / RECORDS_FILE)).summary()
+            summary = select_epoch_source_val(read_records(records_path(out / name))).summary()
             for key, _ in METRICS:
                 results[key].append(float(summary[key]))
         entry: dict[str, Any] = {"trial": trial, "seeds": seeds, "protocol": cfg.protocol}
@@ -76,11 +77,11 @@ def reevaluate(exp_dir: str | Path, *, top_k: int, seeds: int, selection: str = 
     for e in table:
         cells = [f"{e[k + '_mean']:.4f} ± {e[k + '_sem']:.4f}" for k, _ in METRICS]
         md.append(f"| {e['trial']} | " + " | ".join(cells) + " |")
-    (exp_dir / "reeval.md").write_text("\n".join(md) + "\n")
-    with open(exp_dir / "reeval.csv", "w", newline="") as f:
+    exp.reeval_table("md").write_text("\n".join(md) + "\n")
+    with open(exp.reeval_table("csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(table[0]) if table else ["trial"])
         w.writeheader()
         w.writerows(table)
-    (exp_dir / "reeval.json").write_text(json.dumps(table, indent=2))
+    exp.reeval_table("json").write_text(json.dumps(table, indent=2))
     print("\n".join(md))
-    return exp_dir / "reeval.md"
+    return exp.reeval_table("md")

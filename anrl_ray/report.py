@@ -1,7 +1,8 @@
-"""Experiment report: leaderboard (Markdown + CSV) and the figures (ROC, t-SNE, Optuna).
+"""The end of an experiment: leaderboard (Markdown + CSV), ``best/``, figures, in one :func:`finish`.
 
-Everything here is a function of the per-epoch records (``anrl_ray.records``) or of scores
-handed in; nothing retrains. Numbers are fractions in the CSV and percentages in the Markdown.
+The search, ``anrl-ray best`` and the re-evaluation all call :func:`finish`. Everything here is
+a function of the per-epoch records (``anrl_ray.records``); every choice of an epoch or a trial
+is asked of ``anrl_ray.selection``; nothing retrains. Numbers are fractions in the CSV and percentages in the Markdown.
 Every target number is labelled with how its epoch was selected: the ``oracle_*`` columns
 (best target-test AUC per trial, as the reference code selects) are an upper bound that looks
 at the test domain, never a result.
@@ -10,15 +11,16 @@ at the test domain, never a result.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
-from anrl_ray.selection import METHODS, Run, lodo_scores, select_epoch_oracle, select_epoch_source_val
+from anrl_ray.errors import UserError
+from anrl_ray.experiment import STUDY_NAME, Experiment
+from anrl_ray.records import collect_records, read_records
+from anrl_ray.selection import METHODS, Run, lodo_scores, select_epoch_oracle, select_run
 
 # Hyperparameters shown in the leaderboard (read from each record's resolved config).
 HPARAMS = ("w_depth", "w_idcl", "w_icsl", "meta_step_size", "lr", "weight_decay", "gate_tau", "attention", "meta_mode")
@@ -38,10 +40,6 @@ SELECTED = (
 ORACLE = ("oracle_epoch", "oracle_target_hter@target_eer", "oracle_target_auc")
 COLUMNS = ("rank", "trial", "selection", *SELECTED, *ORACLE, *HPARAMS, "epochs_recorded")
 
-TRIALS_DIR = "trials"
-SEARCH_FILE = "search.json"
-LEADERBOARD_MD = "leaderboard.md"
-LEADERBOARD_CSV = "leaderboard.csv"
 
 
 # --------------------------------------------------------------------------- leaderboard
@@ -85,20 +83,8 @@ def leaderboard(runs: Mapping[str, Run], method: str = "source_val") -> list[dic
     for name, run in runs.items():
         if not run or run[0].get("holdout"):
             continue
-        if method == "source_val":
-            s = select_epoch_source_val(run)
-            rec, score = s.record, s.score
-        elif method == "oracle":
-            s = select_epoch_oracle(run)
-            rec, score = s.record, s.score
-        else:
-            per_epoch = lodo.get(run[0].get("group") or name, {})
-            by_epoch = {int(r["epoch"]): r for r in run}
-            cands = [(sc, e) for e, sc in per_epoch.items() if e in by_epoch]
-            rec, score = (None, None)
-            if cands:
-                score, epoch = min(cands)
-                rec = by_epoch[epoch]
+        sel = select_run(run, method, lodo)
+        rec, score = (sel.record, sel.score) if sel is not None else (None, None)
         oracle = select_epoch_oracle(run).record
         cfg = run[-1].get("config", {})
         rows.append(
@@ -127,25 +113,20 @@ def leaderboard(runs: Mapping[str, Run], method: str = "source_val") -> list[dic
     return [{c: row.get(c) for c in COLUMNS} for row in rows]
 
 
-def experiment_info(exp_dir: str | Path) -> dict[str, Any]:
+def experiment_info(exp: Experiment) -> dict[str, Any]:
     """Protocol, data root, Optuna study and whether the data is the synthetic benchmark.
 
-    Read from ``EXP/search.json``; where that is missing or incomplete, from the first record
-    under ``EXP/trials``. ``synthetic`` is True when any domain manifest of the protocol says
-    ``converter == "synthetic"``; None when the data root cannot be read.
+    Read from ``search.json``; where that is missing or incomplete, from the first record under
+    the trials folder. ``synthetic`` is True when any domain of the protocol is the synthetic
+    benchmark; None when the data root cannot be read.
     """
-    exp_dir = Path(exp_dir)
     info: dict[str, Any] = {}
-    search = exp_dir / SEARCH_FILE
-    if search.is_file():
-        try:
-            info.update(json.loads(search.read_text()))
-        except json.JSONDecodeError as e:
-            warnings.warn(f"{search} is not valid JSON ({e}); reading the protocol from the records instead")
+    try:
+        info.update(exp.settings())
+    except UserError as e:
+        warnings.warn(f"{e}; reading the protocol from the records instead")
     if not info.get("protocol") or not info.get("data_root"):
-        from anrl_ray.records import read_records
-
-        for path in sorted((exp_dir / TRIALS_DIR).rglob("records.jsonl")):
+        for path in exp.run_records_files():
             recs = read_records(path)
             if recs:
                 cfg = recs[0].get("config", {})
@@ -157,27 +138,22 @@ def experiment_info(exp_dir: str | Path) -> dict[str, Any]:
 
 
 def _is_synthetic(data_root: str | None, protocol: str | None) -> bool | None:
+    from anrl_ray.data.format import MANIFEST
+    from anrl_ray.protocols import PROTOCOLS
+    from anrl_ray.scoring import is_synthetic
+
     if not data_root:
         return None
-    from anrl_ray.protocols import PROTOCOLS
-
     root = Path(data_root)
     proto = PROTOCOLS.get(protocol or "")
     if proto is not None:
         domains = [*proto.sources, proto.target]
     else:
         domains = [p.name for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
-    seen = False
-    for d in domains:
-        manifest = root / d / "manifest.json"
-        if manifest.is_file():
-            seen = True
-            try:
-                if json.loads(manifest.read_text()).get("converter") == "synthetic":
-                    return True
-            except json.JSONDecodeError:
-                continue
-    return False if seen else None
+    present = [d for d in domains if (root / d / MANIFEST).is_file()]
+    if not present:
+        return None
+    return any(is_synthetic(root, d) for d in present)
 
 
 def _fmt(value: Any, column: str) -> str:
@@ -259,13 +235,13 @@ _METHOD_TEXT = {
 }
 
 
-def write_leaderboard(exp_dir: str | Path, rows: Sequence[Mapping[str, Any]], method: str) -> tuple[Path, Path]:
-    """Write ``EXP/leaderboard.md`` and ``EXP/leaderboard.csv``; returns their paths."""
-    exp_dir = Path(exp_dir)
+def write_leaderboard(exp_dir: str | Path | Experiment, rows: Sequence[Mapping[str, Any]], method: str) -> tuple[Path, Path]:
+    """Write ``leaderboard.md`` and ``leaderboard.csv`` of an experiment; returns their paths."""
+    exp = exp_dir if isinstance(exp_dir, Experiment) else Experiment(exp_dir)
     if method not in METHODS:
         raise ValueError(f"unknown selection method {method!r}; choose one of {', '.join(METHODS)}")
-    info = experiment_info(exp_dir)
-    md_path, csv_path = exp_dir / LEADERBOARD_MD, exp_dir / LEADERBOARD_CSV
+    info = experiment_info(exp)
+    md_path, csv_path = exp.leaderboard_md, exp.leaderboard_csv
     tmp = md_path.with_suffix(".md.tmp")
     tmp.write_text(leaderboard_markdown(rows, method, info))
     tmp.replace(md_path)
@@ -279,213 +255,61 @@ def write_leaderboard(exp_dir: str | Path, rows: Sequence[Mapping[str, Any]], me
     return md_path, csv_path
 
 
-# --------------------------------------------------------------------------- figures
+# --------------------------------------------------------------------------- the end of an experiment
 
 
-def _pyplot():
-    import matplotlib
+@dataclass
+class Finished:
+    """What :func:`finish` wrote."""
 
-    matplotlib.use("Agg")  # no display; safe to call repeatedly
-    import matplotlib.pyplot as plt
+    leaderboard_md: Path
+    leaderboard_csv: Path
+    rows: list[dict[str, Any]]
+    best: Path | None = None
+    best_error: str | None = None  # why best/ was not exported
+    plots: list[Path] = field(default_factory=list)
 
-    return plt
-
-
-def _message_png(path: Path, title: str, message: str) -> Path:
-    """A PNG that says why a figure could not be drawn (a report never crashes on a figure)."""
-    import textwrap
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.axis("off")
-    ax.text(0.5, 0.6, title, ha="center", va="center", fontsize=12, weight="bold")
-    ax.text(0.5, 0.35, textwrap.fill(message, 70), ha="center", va="center", fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    def top_lines(self, top: int = 5) -> list[str]:
+        """The leaderboard's header and first ``top`` table rows."""
+        lines = self.leaderboard_md.read_text().splitlines()
+        start = next((i for i, line in enumerate(lines) if line.startswith("|")), 0)
+        return lines[: start + 2 + top]
 
 
-def plot_roc(
-    scores: Sequence[float] | np.ndarray,
-    labels: Sequence[int] | np.ndarray,
-    path: str | Path,
-    title: str,
-    threshold: float | None = None,
-) -> Path:
-    """ROC of one score set (spoof = positive), AUC and EER in the legend.
+def finish(
+    exp_dir: str | Path | Experiment,
+    method: str = "source_val",
+    *,
+    export: bool = True,
+    plots: bool = True,
+    data_root: str | Path | None = None,
+) -> Finished:
+    """Leaderboard (md + csv), ``best/`` (with ``export``), figures (with ``plots``) of an experiment.
 
-    Args:
-        scores: ``(N,)`` P(spoof), normally video-level target scores.
-        labels: ``(N,)`` 0 live / 1 spoof.
-        path: PNG to write.
-        title: figure title.
-        threshold: the operating threshold (e.g. source-validation EER); marked on the curve with
-            its APCER / BPCER.
+    Raises:
+        UserError: not an experiment folder, no trial wrote a record, unknown method.
     """
-    from sklearn.metrics import roc_curve
+    from anrl_ray.export import ROC_PNG, TSNE_PNG, export_best
+    from anrl_ray.plots import plot_optuna
 
-    from anrl_ray import SPOOF, metrics
-
-    path = Path(path)
-    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels)
-    m = metrics.evaluate_scores(s, y, threshold=threshold)
-    fpr, tpr, _ = roc_curve(y, s, pos_label=SPOOF)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(fpr, tpr, lw=2, label=f"ROC (AUC {100 * m['auc']:.2f} %)")
-    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
-    ax.plot([0, 1], [1, 0], ls="--", c="lightgrey", lw=1)
-    ax.scatter([m["eer"]], [1 - m["eer"]], marker="s", c="grey", zorder=3, label=f"EER {100 * m['eer']:.2f} %")
-    if threshold is not None:
-        op_fpr, op_tpr = m["bpcer"], 1 - m["apcer"]
-        ax.scatter([op_fpr], [op_tpr], marker="*", s=160, c="red", zorder=4,
-                   label=f"source-val threshold {threshold:.3f}\nHTER {100 * m['hter']:.2f} % "
-                         f"(APCER {100 * m['apcer']:.1f}, BPCER {100 * m['bpcer']:.1f})")
-    ax.set_xlabel("FPR = BPCER (live rejected)")
-    ax.set_ylabel("TPR = 1 - APCER (spoof detected)")
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.01, 1.01)
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def plot_tsne(
-    features: np.ndarray,
-    domains: Sequence[str],
-    labels: Sequence[int],
-    path: str | Path,
-    title: str = "t-SNE of pooled features",
-    max_points: int = 2000,
-    seed: int = 0,
-) -> Path:
-    """t-SNE (sklearn) of pooled features: colour = domain, marker = live (o) / spoof (x).
-
-    Args:
-        features: ``(N, C)`` pooled features.
-        domains: ``(N,)`` domain name of each sample (e.g. "O", "C", "I", "M (target)").
-        labels: ``(N,)`` 0 live / 1 spoof.
-        path: PNG to write.
-        max_points: a fixed-seed subsample above this size (t-SNE is quadratic-ish).
-    """
-    from sklearn.manifold import TSNE
-
-    path = Path(path)
-    x = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
-    dom = np.asarray(domains).astype(str)
-    y = np.asarray(labels).astype(int)
-    if not (len(x) == len(dom) == len(y)):
-        raise ValueError(f"features, domains and labels differ in length: {len(x)}, {len(dom)}, {len(y)}")
-    if len(x) < 5:
-        return _message_png(path, title, f"only {len(x)} samples: too few for a t-SNE (need at least 5)")
-    rng = np.random.default_rng(seed)
-    if len(x) > max_points:
-        idx = np.sort(rng.choice(len(x), max_points, replace=False))
-        x, dom, y = x[idx], dom[idx], y[idx]
-    perplexity = float(min(30.0, max(1.0, (len(x) - 1) / 3)))
-    emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 5))
-    colours = plt.get_cmap("tab10")
-    for i, d in enumerate(sorted(set(dom))):
-        for lab, marker, name in ((0, "o", "live"), (1, "x", "spoof")):
-            sel = (dom == d) & (y == lab)
-            if sel.any():
-                ax.scatter(emb[sel, 0], emb[sel, 1], s=12, marker=marker, color=colours(i % 10),
-                           facecolors="none" if marker == "o" else None, label=f"{d} {name}", alpha=0.8)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, markerscale=1.5, loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-OPTUNA_FIGURES = ("optuna_importances.png", "optuna_history.png")
-
-
-def plot_optuna(storage_url: str, study_name: str, out_dir: str | Path) -> list[Path]:
-    """Optuna's parameter importances and optimisation history as PNGs in ``out_dir``.
-
-    Never raises on a study that cannot be drawn (missing storage, fewer than 2 completed
-    trials, importances failing, e.g. on a constant objective): the PNG then states why, and a
-    warning is issued. Returns the two paths (``OPTUNA_FIGURES``).
-    """
-    import optuna
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    imp_path, hist_path = (out_dir / n for n in OPTUNA_FIGURES)
-    plt = _pyplot()
-
-    def fail(path: Path, title: str, why: str) -> Path:
-        warnings.warn(f"{path.name}: {why}")
-        return _message_png(path, title, why)
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage_url)
-    except Exception as e:  # noqa: BLE001  missing file/study: the figure says so
-        why = f"cannot load Optuna study {study_name!r} from {storage_url}: {type(e).__name__}: {e}"
-        return [fail(imp_path, "parameter importances", why), fail(hist_path, "optimisation history", why)]
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    if len(done) < 2:
-        why = f"study {study_name!r} has {len(done)} completed trial(s); these figures need at least 2"
-        return [fail(imp_path, "parameter importances", why), fail(hist_path, "optimisation history", why)]
-
-    from optuna.visualization import matplotlib as ovm
-
-    out = []
-    for path, title, draw in (
-        (imp_path, "parameter importances", ovm.plot_param_importances),
-        (hist_path, "optimisation history", ovm.plot_optimization_history),
-    ):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                ax = draw(study)
-            ax = ax.flat[0] if isinstance(ax, np.ndarray) else ax
-            fig = ax.figure
-            fig.set_size_inches(7, 4.5)
-            fig.tight_layout()
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-            out.append(path)
-        except Exception as e:  # noqa: BLE001  e.g. importances on a constant objective
-            plt.close("all")
-            out.append(fail(path, title, f"Optuna could not draw it: {type(e).__name__}: {e}"))
-    return out
-
-
-def optuna_storage(exp_dir: str | Path, info: Mapping[str, Any] | None = None) -> tuple[str, str] | None:
-    """(storage URL, study name) of an experiment's Optuna study, or None when it has none."""
-    exp_dir = Path(exp_dir)
-    info = info if info is not None else experiment_info(exp_dir)
-    name = info.get("study_name")
-    url = info.get("optuna_storage") or info.get("storage")
-    if not url and (exp_dir / "optuna.db").is_file():
-        url = f"sqlite:///{(exp_dir / 'optuna.db').resolve()}"
-    return (url, name) if url and name else None
-
-
-def write_report(exp_dir: str | Path, method: str = "source_val") -> dict[str, Any]:
-    """Leaderboard (md + csv) and the Optuna figures of an experiment; returns the written paths."""
-    from anrl_ray.records import collect_records
-
-    exp_dir = Path(exp_dir)
-    runs = collect_records(exp_dir / TRIALS_DIR)
+    exp = (exp_dir if isinstance(exp_dir, Experiment) else Experiment(exp_dir)).require()
+    if method not in METHODS:
+        raise UserError(f"--selection {method!r}: choose one of {', '.join(METHODS)}")
+    runs = collect_records(exp.trials)
+    if not runs:
+        raise UserError(f"{exp.trials} holds no records.jsonl with any record: no trial finished an epoch")
     rows = leaderboard(runs, method)
-    md, csv_path = write_leaderboard(exp_dir, rows, method)
-    out: dict[str, Any] = {"leaderboard_md": md, "leaderboard_csv": csv_path, "plots": []}
-    study = optuna_storage(exp_dir)
-    if study is not None:
-        out["plots"] = plot_optuna(study[0], study[1], exp_dir / "plots")
+    md, csv_path = write_leaderboard(exp, rows, method)
+    out = Finished(md, csv_path, rows)
+    if export:
+        try:
+            out.best = export_best(exp, method, plots=plots, data_root=data_root, runs=runs)
+        except UserError as e:  # e.g. the selected epoch's checkpoint was not kept (--keep-checkpoints)
+            out.best_error = str(e)
+        if out.best is not None and plots:
+            out.plots += [p for p in (exp.plots / ROC_PNG, exp.plots / TSNE_PNG) if p.is_file()]
+    if plots:
+        info = experiment_info(exp)
+        if info.get("study_name") or exp.study_db.is_file():
+            out.plots += plot_optuna(exp.study_url, info.get("study_name") or STUDY_NAME, exp.plots)
     return out

@@ -3,34 +3,29 @@
 Each Tune trial is a function trainable that builds one ``TorchTrainer`` (``trial.run_trial``)
 and forwards rank 0's per-epoch reports to Tune (``TuneReportCallback``). The objective is
 source-only: ``objective`` = the source-validation score (or, with ``--selection lodo``, the
-mean held-out-source score); the target is only ever reported, never optimised.
-
-Experiment folder (``--storage``/``--name``)::
-
-    EXP/search.json        settings of the search (and of every resume)
-    EXP/optuna.db          the Optuna study (SQLite; open with optuna-dashboard sqlite:///EXP/optuna.db)
-    EXP/trials/<trial>/    records.jsonl + checkpoint_epochNNNN/ of every Train run
-    EXP/tune/              Ray Tune's own experiment state
-    EXP/leaderboard.{md,csv}, EXP/best/, EXP/plots/, EXP/reeval.{md,csv}
+mean held-out-source score); the target is only ever reported, never optimised. The experiment
+folder's layout: ``anrl_ray.experiment``; its end (leaderboard, best/, plots): ``report.finish``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from anrl_ray.config import TrialConfig, default_profile, load_config, make_config, parse_overrides
 from anrl_ray.errors import UserError
+from anrl_ray.experiment import STUDY_NAME, Experiment, records_path
 from anrl_ray.protocols import PROTOCOLS, get_protocol
+from anrl_ray.records import read_records
+from anrl_ray.runtime import init_ray, resolve_data_root
+from anrl_ray.selection import lodo_scores
 from anrl_ray.space import SearchSpace, load_space
+from anrl_ray.trial import run_trial
 
-STUDY_NAME = "anrl"
 DEFAULT_TRIALS = {"cpu": 8, "full": 20}  # per profile: cpu fits ~15 min on 2 cores (see README)
 NOT_PAPER_COMPARABLE = (
     "NOTE: running on the built-in SYNTHETIC benchmark. Its numbers show that the search works; "
@@ -44,17 +39,13 @@ def default_space(protocol: str) -> str:
 
 def lodo_objective(cfg: TrialConfig, group: str, storage: str) -> dict[int, float]:
     """Run the leave-one-source-out trainings of a configuration; epoch -> mean held-out score."""
-    from anrl_ray.records import read_records
-    from anrl_ray.selection import lodo_scores
-    from anrl_ray.trial import RECORDS_FILE, run_trial
-
     runs = {}
     for holdout in cfg.sources:
         name = f"{group}-holdout{holdout}"
         result = run_trial(cfg.replace(holdout=holdout), storage_path=storage, name=name, group=group)
         if result.error:
             raise RuntimeError(f"holdout run {name} failed: {result.error}")
-        runs[name] = read_records(Path(storage) / name / RECORDS_FILE)
+        runs[name] = read_records(records_path(Path(storage) / name))
     return lodo_scores(runs).get(group, {})
 
 
@@ -65,11 +56,9 @@ def make_trainable(base: dict[str, Any], exp_dir: str, selection: str, keep_chec
         from ray import tune
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        from anrl_ray.trial import run_trial
-
         cfg = make_config({**base, **params}, source="search trial")
         name = tune.get_context().get_trial_name()
-        storage = os.path.join(exp_dir, "trials")
+        storage = str(Experiment(exp_dir).trials)
         objective = lodo_objective(cfg, name, storage) if selection == "lodo" else None
         # Nothing may follow fit(): when Tune stops a trial early, fit() never returns here.
         run_trial(
@@ -85,21 +74,21 @@ def make_trainable(base: dict[str, Any], exp_dir: str, selection: str, keep_chec
     return trainable
 
 
-def study_storage(exp_dir: Path):
-    """The RDB storage object OptunaSearch needs (report.optuna_storage returns the URL instead)."""
+def study_storage(exp: Experiment):
+    """The RDB storage object OptunaSearch needs."""
     import optuna
 
-    return optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}")
+    return optuna.storages.RDBStorage(exp.study_url)
 
 
-def finished_trials(exp_dir: Path) -> int:
+def finished_trials(exp: Experiment) -> int:
     """Completed trials already in the experiment's Optuna study (0 if none)."""
     import optuna
 
-    if not (exp_dir / "optuna.db").exists():
+    if exp.study_url.startswith("sqlite:") and not exp.study_db.exists():
         return 0
     try:
-        study = optuna.load_study(study_name=STUDY_NAME, storage=study_storage(exp_dir))
+        study = optuna.load_study(study_name=STUDY_NAME, storage=study_storage(exp))
     except KeyError:
         return 0
     # trials left RUNNING by an interrupted search will never report: mark them failed
@@ -108,7 +97,7 @@ def finished_trials(exp_dir: Path) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))
 
 
-def build_search_alg(space: SearchSpace, exp_dir: Path, searcher: str, seed: int, resumed: bool):
+def build_search_alg(space: SearchSpace, exp: Experiment, searcher: str, seed: int, resumed: bool):
     from ray.tune.search.optuna import OptunaSearch
     import optuna
 
@@ -122,7 +111,7 @@ def build_search_alg(space: SearchSpace, exp_dir: Path, searcher: str, seed: int
         mode="min",
         sampler=sampler,
         study_name=STUDY_NAME,
-        storage=study_storage(exp_dir),
+        storage=study_storage(exp),
         # the reference defaults run first; a resumed study already has them
         points_to_evaluate=None if resumed else [space.defaults()],
     )
@@ -130,8 +119,6 @@ def build_search_alg(space: SearchSpace, exp_dir: Path, searcher: str, seed: int
 
 def run_search(args: argparse.Namespace) -> Path:
     """Run (or resume) a search and write the leaderboard, best/ and plots. Returns the experiment folder."""
-    from anrl_ray.trial import init_ray, resolve_data_root
-
     get_protocol(args.protocol)
     space = load_space(args.space or default_space(args.protocol))
     profile = default_profile() if args.profile == "auto" else args.profile
@@ -152,10 +139,11 @@ def run_search(args: argparse.Namespace) -> Path:
 
     storage = Path(args.storage).resolve()
     name = args.name or f"{args.protocol}-{time.strftime('%Y%m%d-%H%M%S')}"
-    exp_dir = storage / name
-    if exp_dir.exists() and not args.resume and any(exp_dir.iterdir()):
+    exp = Experiment(storage / name)
+    exp_dir = exp.path
+    if exp.exists() and not args.resume:
         raise UserError(f"experiment folder {exp_dir} already exists; pass --resume to continue it or choose another --name")
-    if args.resume and not (exp_dir / "search.json").exists():
+    if args.resume and not exp.search_json.exists():
         raise UserError(f"--resume: {exp_dir} holds no search (search.json missing); check --storage and --name")
     synthetic = not args.data
     data_root = resolve_data_root(args.data)
@@ -164,7 +152,7 @@ def run_search(args: argparse.Namespace) -> Path:
     base = base_cfg.replace(data_root=data_root).to_dict()
     exp_dir.mkdir(parents=True, exist_ok=True)
 
-    done = finished_trials(exp_dir) if args.resume else 0
+    done = finished_trials(exp) if args.resume else 0
     remaining = max(args.num_samples - done, 0)
     settings = {
         "protocol": args.protocol,
@@ -180,19 +168,19 @@ def run_search(args: argparse.Namespace) -> Path:
         "scheduler": args.scheduler,
         "seed": args.seed,
         "study_name": STUDY_NAME,
-        "optuna_storage": f"sqlite:///{exp_dir / 'optuna.db'}",
+        "optuna_storage": f"sqlite:///{exp.study_db}",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "resumed_from_completed_trials": done,
     }
-    (exp_dir / "search.json").write_text(json.dumps(settings, indent=2))
+    exp.write_settings(settings)
 
     init_ray(args.address)
     if remaining:
         print(f"search {name}: {remaining} trial(s) to run ({done} already done), experiment folder {exp_dir}", flush=True)
-        _tune(args, space, base, exp_dir, remaining, resumed=done > 0)
+        _tune(args, space, base, exp, remaining, resumed=done > 0)
     else:
         print(f"search {name}: all {args.num_samples} trials already done; re-reporting", flush=True)
-    finish(exp_dir, args.selection, top=args.top)
+    _finish(exp, args.selection, top=args.top)
     if args.reeval_top_k:
         from anrl_ray.reeval import reevaluate
 
@@ -200,7 +188,7 @@ def run_search(args: argparse.Namespace) -> Path:
     return exp_dir
 
 
-def _tune(args, space: SearchSpace, base: dict[str, Any], exp_dir: Path, num_samples: int, resumed: bool) -> None:
+def _tune(args, space: SearchSpace, base: dict[str, Any], exp: Experiment, num_samples: int, resumed: bool) -> None:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -215,8 +203,8 @@ def _tune(args, space: SearchSpace, base: dict[str, Any], exp_dir: Path, num_sam
         )
     callbacks = []
     if args.wandb != "off":
-        callbacks.append(wandb_callback(args.wandb, exp_dir))
-    trainable = make_trainable(base, str(exp_dir), args.selection, args.keep_checkpoints)
+        callbacks.append(wandb_callback(args.wandb, exp))
+    trainable = make_trainable(base, str(exp.path), args.selection, args.keep_checkpoints)
     # The trial driver only waits on its Train workers: it takes no CPU (Tune refuses an all-zero request).
     trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 1e8})
     max_concurrent = args.max_concurrent or concurrent_trials(cfg)
@@ -225,7 +213,7 @@ def _tune(args, space: SearchSpace, base: dict[str, Any], exp_dir: Path, num_sam
         tune_config=tune.TuneConfig(
             metric="objective",
             mode="min",
-            search_alg=build_search_alg(space, exp_dir, args.searcher, args.seed, resumed),
+            search_alg=build_search_alg(space, exp, args.searcher, args.seed, resumed),
             scheduler=scheduler,
             num_samples=num_samples,
             max_concurrent_trials=max_concurrent,
@@ -234,7 +222,7 @@ def _tune(args, space: SearchSpace, base: dict[str, Any], exp_dir: Path, num_sam
         ),
         run_config=tune.RunConfig(
             name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(exp_dir / "tune"),
+            storage_path=str(exp.tune),
             callbacks=callbacks,
             verbose=1,
         ),
@@ -243,7 +231,7 @@ def _tune(args, space: SearchSpace, base: dict[str, Any], exp_dir: Path, num_sam
 
 
 def concurrent_trials(cfg: TrialConfig) -> int:
-    """How many trials fit at once, leaving one CPU for Ray Data's read tasks (STACK.md)."""
+    """How many trials fit at once, leaving one CPU for Ray Data's read tasks (docs/NOTES.md)."""
     import ray
 
     cpus = ray.cluster_resources().get("CPU", 1)
@@ -255,80 +243,32 @@ def concurrent_trials(cfg: TrialConfig) -> int:
     return max(1, n)
 
 
-def wandb_callback(mode: str, exp_dir: Path):
+def wandb_callback(mode: str, exp: Experiment):
     """Weights & Biases logging through Ray: offline by default; online only with a key in the environment."""
     from ray.air.integrations.wandb import WandbLoggerCallback
 
     if mode == "online" and not os.environ.get("WANDB_API_KEY"):
         raise UserError("--wandb online needs WANDB_API_KEY in the environment; use --wandb offline (default) or off")
-    (exp_dir / "wandb").mkdir(exist_ok=True)
-    os.environ.setdefault("WANDB_DIR", str(exp_dir / "wandb"))
-    return WandbLoggerCallback(project="anrl-ray", group=exp_dir.name, mode=mode, dir=str(exp_dir / "wandb"),
+    exp.wandb.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("WANDB_DIR", str(exp.wandb))
+    return WandbLoggerCallback(project="anrl-ray", group=exp.name, mode=mode, dir=str(exp.wandb),
                                excludes=["record"], log_config=True)
 
 
-def finish(exp_dir: Path, selection: str, top: int = 5) -> None:
-    """Leaderboard (md + csv), best/ export, plots; print the top rows and the path of best/."""
-    from anrl_ray.export import export_best
-    from anrl_ray.records import collect_records
-    from anrl_ray.report import leaderboard, plot_optuna, write_leaderboard
+def _finish(exp: Experiment, selection: str, top: int = 5) -> None:
+    """Leaderboard, best/ and plots (``report.finish``); print the top rows and the path of best/."""
+    from anrl_ray.report import finish
 
-    runs = collect_records(exp_dir / "trials")
-    if not runs:
-        raise RuntimeError(f"no trial of {exp_dir} wrote any record: see the Ray logs above for the trials' errors")
-    rows = leaderboard(runs, method=selection)
-    md, _ = write_leaderboard(exp_dir, rows, selection)
-    try:
-        best = export_best(exp_dir, method=selection)
-    except UserError as e:  # e.g. the selected epoch's checkpoint was not kept (--keep-checkpoints)
-        print(f"\nleaderboard: {md}\nbest/ NOT exported: {e}")
-        return
-    settings = json.loads((exp_dir / "search.json").read_text())
-    plot_optuna(settings["optuna_storage"], STUDY_NAME, exp_dir / "plots")
-    lines = md.read_text().splitlines()
-    table_start = next((i for i, line in enumerate(lines) if line.startswith("|")), 0)
-    print("\n".join(lines[: table_start + 2 + top]))
-    print(f"\nleaderboard: {md}\nbest trial exported to: {best}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="run_search.py",
-        description="Ray Tune + Optuna search over ANRL hyperparameters; trials are Ray Train DDP runs.",
-    )
-    register_args(p)
-    return p
-
-
-def register_args(p: argparse.ArgumentParser) -> None:
-    from anrl_ray.trial import add_runtime_args
-
-    add_runtime_args(p)
-    p.add_argument("--space", default=None, help="search space YAML, or a shipped name (default: anrl, or anrl_limited for 2 sources)")
-    p.add_argument("--num-samples", type=int, default=None,
-                   help="trials in total (default: 8 with the cpu profile, sized to finish in ~15 min on 2 cores; 20 full)")
-    p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: as many as fit, one CPU left for data)")
-    p.add_argument("--workers-per-trial", type=int, default=2, help="Ray Train workers (DDP ranks) per trial (default 2)")
-    p.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPUs per Train worker, fractions allowed (default 0.5)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per Train worker, fractions allowed (default 0)")
-    p.add_argument("--epochs", type=int, default=0, help="epochs per trial (default: the profile's, 4 on CPU, 50 full)")
-    p.add_argument("--scheduler", choices=["asha", "none"], default="asha", help="early stopping (default asha)")
-    p.add_argument("--grace-period", type=int, default=2, help="ASHA grace period in epochs (default 2)")
-    p.add_argument("--searcher", choices=["optuna", "random"], default="optuna", help="default: Optuna TPE (multivariate, seeded)")
-    p.add_argument("--selection", choices=["source_val", "lodo"], default="source_val",
-                   help="objective and model selection, source data only (oracle is only a reported column)")
-    p.add_argument("--storage", default="runs", help="folder (or URI) holding experiments (default ./runs)")
-    p.add_argument("--name", default=None, help="experiment name (default PROTOCOL-TIME)")
-    p.add_argument("--resume", action="store_true", help="continue the experiment --storage/--name (Optuna keeps its history)")
-    p.add_argument("--wandb", choices=["offline", "online", "off"], default="offline", help="default offline (no network)")
-    p.add_argument("--keep-checkpoints", type=int, default=None, help="checkpoints kept per trial, by recency (default all)")
-    p.add_argument("--reeval-top-k", type=int, default=0, help="re-train the top K configurations with fresh seeds")
-    p.add_argument("--seeds", type=int, default=3, help="fresh seeds per configuration for --reeval-top-k (default 3)")
-    p.add_argument("--top", type=int, default=5, help="leaderboard rows to print (default 5)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix a config key for every trial (repeatable)")
+    done = finish(exp, selection)
+    print("\n".join(done.top_lines(top)))
+    if done.best is None:
+        print(f"\nleaderboard: {done.leaderboard_md}\nbest/ NOT exported: {done.best_error}")
+    else:
+        print(f"\nleaderboard: {done.leaderboard_md}\nbest trial exported to: {done.best}")
 
 
 def check_args(args: argparse.Namespace) -> None:
+    """Options the parser cannot check by itself (UserError naming the option)."""
     positive = {"--num-samples": 1 if args.num_samples is None else args.num_samples, "--workers-per-trial": args.workers_per_trial, "--seeds": args.seeds}
     for flag, value in positive.items():
         if value < 1:
@@ -341,31 +281,3 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--cpus-per-worker and --gpus-per-worker are both 0: a Train worker needs some resource")
     if args.selection == "lodo" and len(PROTOCOLS.get(args.protocol, PROTOCOLS["OCI_M"]).sources) < 3:
         raise UserError(f"--selection lodo needs >= 3 source domains; {args.protocol} has 2 (use source_val)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from anrl_ray.runtime import quiet_environment
-
-    quiet_environment()
-    os.environ.setdefault("WANDB_MODE", "offline")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        check_args(args)
-        run_search(args)
-    except UserError as e:
-        print(f"run_search.py: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def register_cli(sub) -> None:
-    p = sub.add_parser("search", help="run a hyperparameter search (same as run_search.py)")
-    register_args(p)
-
-    def _run(args):
-        check_args(args)
-        run_search(args)
-        return 0
-
-    p.set_defaults(func=_run)

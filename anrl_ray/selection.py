@@ -163,3 +163,87 @@ def select(runs: Mapping[str, Run], method: str = "source_val") -> Selection:
     if method not in METHODS:
         raise ValueError(f"unknown selection method {method!r}; choose one of {', '.join(METHODS)}")
     return {"source_val": select_source_val, "lodo": select_lodo, "oracle": select_oracle}[method](runs)
+
+
+def select_run(run: Run, method: str, lodo: Mapping[str, Mapping[int, float]] | None = None) -> Selection | None:
+    """The epoch ``method`` selects within one full run (the leaderboard's per-trial choice).
+
+    Under ``lodo`` (``lodo`` = :func:`lodo_scores` of all runs) a run whose configuration lacks a
+    complete set of holdout runs has no selected epoch: None.
+    """
+    if method == "source_val":
+        return select_epoch_source_val(run)
+    if method == "oracle":
+        return select_epoch_oracle(run)
+    if method != "lodo":
+        raise ValueError(f"unknown selection method {method!r}; choose one of {', '.join(METHODS)}")
+    name = run[0].get("trial", "")
+    per_epoch = (lodo or {}).get(run[0].get("group") or name, {})
+    by_epoch = {int(r["epoch"]): r for r in run}
+    cands = [(score, epoch) for epoch, score in per_epoch.items() if epoch in by_epoch]
+    if not cands:
+        return None
+    score, epoch = min(cands)
+    return Selection("lodo", name, epoch, float(score), by_epoch[epoch])
+
+
+def compared(runs: Mapping[str, Run], method: str) -> dict[str, int]:
+    """How many trials / configurations / epochs a selection by ``method`` compared."""
+    full = _full_runs(runs)
+    if method == "lodo":
+        scores = lodo_scores(runs)
+        return {
+            "configurations_compared": len(scores),
+            "epochs_compared": sum(len(v) for v in scores.values()),
+            "holdout_runs": sum(1 for r in runs.values() if r and r[0].get("holdout")),
+            "full_runs": len(full),
+        }
+    return {"trials_compared": len(full), "epochs_compared": sum(len(r) for r in full.values())}
+
+
+SCORE_MEANING = {
+    "source_val": "source-validation {metric} objective (lower is better)",
+    "lodo": "mean held-out-source-domain {metric} objective (lower is better)",
+    "oracle": "target-test AUC, negated (lower is better)",
+}
+
+
+def describe(sel: Selection, counts: Mapping[str, int], threshold: float) -> str:
+    """One sentence on how ``sel`` was chosen (``counts``: :func:`compared`)."""
+    rec = sel.record
+    metric = "HTER at its EER" if rec["config"].get("selection_metric", "hter") == "hter" else "1 - AUC"
+    thr = f" The decision threshold {threshold:.4f} is that epoch's EER threshold on its source validation videos."
+    if sel.method == "source_val":
+        return (
+            f"Selected by source validation: among {counts['trials_compared']} trial(s) trained on all sources "
+            f"({counts['epochs_compared']} epoch records), trial {sel.trial} at epoch {sel.epoch} has the lowest "
+            f"video-level {metric} ({sel.score:.4f}) on the held-out subjects (dev split) of the source domains "
+            f"{', '.join(rec['sources'])}; no target data was used." + thr
+        )
+    if sel.method == "lodo":
+        return (
+            f"Selected by leave-one-source-domain-out validation: among {counts['configurations_compared']} "
+            f"configuration(s) with a holdout run for every source ({counts['epochs_compared']} epochs), the "
+            f"configuration of trial {sel.trial} at epoch {sel.epoch} has the lowest mean held-out-domain "
+            f"{metric} ({sel.score:.4f}); the weights are that configuration's run on all sources at that epoch; "
+            "no target data was used." + thr
+        )
+    return (
+        f"ORACLE selection (an upper bound, NOT a result): among {counts['trials_compared']} trial(s) "
+        f"({counts['epochs_compared']} epoch records), trial {sel.trial} at epoch {sel.epoch} has the best "
+        f"TARGET-TEST AUC ({-sel.score:.4f}), as the reference code selects; it looked at the target test data, "
+        "so every target number of this model is optimistic." + thr
+    )
+
+
+def oracle_column(run: Run) -> dict[str, Any]:
+    """The oracle upper bound of one run, labelled as such."""
+    o = select_epoch_oracle(run)
+    t = o.record["target_metrics"]
+    return {
+        "note": "UPPER BOUND: this trial's epoch with the best target-test AUC (selection on test data)",
+        "epoch": o.epoch,
+        "target_hter@target_eer": t["hter_eer"],
+        "target_hter@source_val_threshold": t["hter"],
+        "target_auc": t["auc"],
+    }

@@ -1,4 +1,4 @@
-"""Search spaces as data: ``search_spaces/*.yaml`` -> a validated space -> an Optuna define-by-run function.
+"""Search spaces as data: ``anrl_ray/search_spaces/*.yaml`` (shipped with the package) -> a validated space -> an Optuna define-by-run function.
 
 File format (one block per parameter; ``default`` is the reference value and runs as the first trial)::
 
@@ -29,11 +29,11 @@ from typing import Any, Mapping
 
 import yaml
 
-from anrl_ray.config import _FIELDS, make_config
+from anrl_ray.config import FIELDS, make_config
 from anrl_ray.errors import UserError
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parent / "search_spaces"  # package data (top-level search_spaces/ links here)
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def _err(path: str, name: str, msg: str) -> UserError:
 
 
 def _parse_param(path: str, name: str, spec: Any, seen: list[str]) -> Param:
-    if name not in _FIELDS:
+    if name not in FIELDS:
         raise _err(path, name, "is not a config key (see anrl_ray/config.py TrialConfig)")
     if not isinstance(spec, dict):
         raise _err(path, name, "must be a mapping with 'default' and 'distribution'")
@@ -195,4 +195,9 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
 
 
 def shipped_spaces() -> list[Path]:
+    """The YAML files of the spaces installed with the package."""
     return sorted(SPACES_DIR.glob("*.yaml"))
+
+
+def shipped_space_names() -> list[str]:
+    return [p.stem for p in shipped_spaces()]

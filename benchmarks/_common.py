@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
-def quiet() -> None:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("WANDB_MODE", "offline")
+from anrl_ray.runtime import quiet_environment as quiet  # noqa: F401  (the one environment set-up)
 
 
 def dataset(data: str | None, **size) -> str:

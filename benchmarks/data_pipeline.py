@@ -33,11 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from anrl_ray.data import synthetic  # noqa: E402
-from anrl_ray.data.format import iter_rows  # noqa: E402
-from anrl_ray.data.pipeline import InputSpec, meta_batches, steps_per_epoch, training_dataset  # noqa: E402
+from anrl_ray.data import synthetic
+from anrl_ray.data.format import iter_rows
+from anrl_ray.data.pipeline import InputSpec, meta_batches, steps_per_epoch, training_dataset
 from anrl_ray.data.transforms import FASTransform  # noqa: E402
 
 
@@ -113,7 +111,7 @@ def reference_epochs(loader, *, num_domains: int, B: int, steps: int, epochs: in
 def ray_epochs(data_root: Path, domains: list[str], spec: InputSpec, *, B: int, steps: int, epochs: int, workers: int):
     import ray
 
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
     try:
         t0 = time.perf_counter()
         it = training_dataset(data_root, domains, spec=spec, seed=0).iterator()

@@ -33,7 +33,8 @@ def main() -> None:
 
     from anrl_ray.config import load_config, make_config
     from anrl_ray.space import load_space
-    from anrl_ray.trial import init_ray, run_local, run_trial
+    from anrl_ray.runtime import init_ray
+    from anrl_ray.trial import run_local, run_trial
 
     data = dataset(args.data)
     space = load_space("anrl")

@@ -29,7 +29,9 @@ def main() -> None:
 
     from anrl_ray.config import load_config
     from anrl_ray.records import read_records
-    from anrl_ray.trial import RECORDS_FILE, init_ray, run_local, run_trial
+    from anrl_ray.experiment import RECORDS_FILE
+    from anrl_ray.runtime import init_ray
+    from anrl_ray.trial import run_local, run_trial
 
     data = dataset(args.data)
     base = {"protocol": args.protocol, "data_root": data, "epochs": args.epochs, **dict(s.split("=", 1) for s in args.set)}

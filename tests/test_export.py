@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from anrl_ray import export
+from anrl_ray import checkpoint, export
 from anrl_ray.cli import main
 from anrl_ray.config import make_config
 from anrl_ray.errors import UserError
 from anrl_ray.records import write_records
-from anrl_ray.trial import build_learner, checkpoint_dir_name, save_checkpoint
+from anrl_ray.checkpoint import save_checkpoint
+from anrl_ray.experiment import checkpoint_dir_name
+from anrl_ray.factory import build_learner
 
 from test_report import PNG_MAGIC, make_record
 
@@ -272,7 +274,7 @@ def test_deployed_best_without_checkpoint(experiment):
     (best / "checkpoint.pt").unlink()
     model, got_cfg, state = export.load_model(best)
     x = _probe(cfg)
-    assert got_cfg == cfg and state["format"] == export.MODEL_FORMAT
+    assert got_cfg == cfg and state["format"] == checkpoint.MODEL_FORMAT
     assert torch.equal(model(x).logits, learners[("t1", 1)].model.eval()(x).logits)
 
 

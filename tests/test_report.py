@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 
-from anrl_ray import report
+from anrl_ray import plots, report
 from anrl_ray.config import TrialConfig
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -137,15 +137,15 @@ def test_plot_roc_and_tsne(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.array([0] * 20 + [1] * 20)
     scores = np.clip(labels * 0.3 + rng.uniform(0, 0.7, size=40), 0, 1)
-    _is_png(report.plot_roc(scores, labels, tmp_path / "roc.png", "ROC", threshold=0.5))
-    _is_png(report.plot_roc(scores, labels, tmp_path / "roc_nothr.png", "ROC"))
+    _is_png(plots.plot_roc(scores, labels, tmp_path / "roc.png", "ROC", threshold=0.5))
+    _is_png(plots.plot_roc(scores, labels, tmp_path / "roc_nothr.png", "ROC"))
 
     feats = rng.normal(size=(60, 8)) + np.repeat(np.eye(8)[:3] * 4, 20, axis=0)
     domains = ["O"] * 20 + ["C"] * 20 + ["M (target)"] * 20
-    _is_png(report.plot_tsne(feats, domains, labels.tolist() + [0, 1] * 10, tmp_path / "tsne.png"))
-    _is_png(report.plot_tsne(feats[:3], domains[:3], [0, 1, 0], tmp_path / "tsne_small.png"))  # says why, no crash
+    _is_png(plots.plot_tsne(feats, domains, labels.tolist() + [0, 1] * 10, tmp_path / "tsne.png"))
+    _is_png(plots.plot_tsne(feats[:3], domains[:3], [0, 1, 0], tmp_path / "tsne_small.png"))  # says why, no crash
     with pytest.raises(ValueError, match="differ in length"):
-        report.plot_tsne(feats, domains[:5], labels, tmp_path / "bad.png")
+        plots.plot_tsne(feats, domains[:5], labels, tmp_path / "bad.png")
 
 
 def test_plot_optuna_graceful_and_real(tmp_path):
@@ -155,22 +155,22 @@ def test_plot_optuna_graceful_and_real(tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     # missing study -> PNGs saying why, a warning, no exception
     with pytest.warns(UserWarning, match="cannot load Optuna study"):
-        paths = report.plot_optuna(url, "nope", tmp_path / "missing")
-    assert [p.name for p in paths] == list(report.OPTUNA_FIGURES)
+        paths = plots.plot_optuna(url, "nope", tmp_path / "missing")
+    assert [p.name for p in paths] == list(plots.OPTUNA_FIGURES)
     for p in paths:
         _is_png(p)
 
     study = optuna.create_study(study_name="s", storage=url, sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-2, log=True), n_trials=1)
     with pytest.warns(UserWarning, match="1 completed trial"):
-        paths = report.plot_optuna(url, "s", tmp_path / "one")
+        paths = plots.plot_optuna(url, "s", tmp_path / "one")
     for p in paths:
         _is_png(p)
 
     study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-2, log=True) + t.suggest_float("w", 0, 1), n_trials=6)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        paths = report.plot_optuna(url, "s", tmp_path / "real")
+        paths = plots.plot_optuna(url, "s", tmp_path / "real")
     # both real figures drawn: none of report's "why" warnings (Optuna's own may appear)
     assert not [w for w in caught if str(w.message).startswith("optuna_")], [str(w.message) for w in caught]
     for p in paths:
@@ -189,6 +189,6 @@ def test_write_report_uses_search_json_study(tmp_path):
     optuna.create_study(study_name="anrl", storage=url)
     (exp / "search.json").write_text(json.dumps({"protocol": "OCI_M", "study_name": "anrl", "optuna_storage": url}))
     with pytest.warns(UserWarning, match="0 completed"):
-        out = report.write_report(exp, "source_val")
-    assert out["leaderboard_md"].is_file() and out["leaderboard_csv"].is_file()
-    assert [p.name for p in out["plots"]] == list(report.OPTUNA_FIGURES) and all(p.is_file() for p in out["plots"])
+        out = report.finish(exp, "source_val", export=False)
+    assert out.leaderboard_md.is_file() and out.leaderboard_csv.is_file()
+    assert [p.name for p in out.plots] == list(plots.OPTUNA_FIGURES) and all(p.is_file() for p in out.plots)

@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from anrl_ray.search import main
+from anrl_ray.cli.run import search_main as main
 
 TINY = ["--set", "img_size=16", "--set", "width=0.125", "--set", "batch_per_class=2", "--set", "max_steps_per_epoch=2"]
 

@@ -9,7 +9,9 @@ import torch
 from anrl_ray.config import load_config
 from anrl_ray.records import read_records
 from anrl_ray.selection import select_epoch_oracle, select_epoch_source_val
-from anrl_ray.trial import RECORDS_FILE, load_checkpoint, run_trial
+from anrl_ray.checkpoint import load_checkpoint
+from anrl_ray.experiment import RECORDS_FILE
+from anrl_ray.trial import run_trial
 
 pytestmark = pytest.mark.integration
 

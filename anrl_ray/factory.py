@@ -1,0 +1,64 @@
+"""Config -> objects: the learner (network + class centres + meta step), optimiser, scheduler, seeds.
+
+The one place that turns a :class:`~anrl_ray.config.TrialConfig` into torch objects, shared by
+the training loop (``anrl_ray.trial``) and by checkpoint loading (``anrl_ray.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from anrl_ray.config import TrialConfig
+from anrl_ray.losses import LossWeights
+from anrl_ray.meta import MetaLearner
+from anrl_ray.model import build_model
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def build_learner(cfg: TrialConfig) -> MetaLearner:
+    """The network + class centres + meta step, as the config says (identical on every rank for a seed)."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(
+        in_channels=cfg.in_channels, width=cfg.width, norm=cfg.norm, attention=cfg.attention, gate_tau=cfg.gate_tau
+    )
+    weights = LossWeights(cls=cfg.w_cls, depth=cfg.w_depth, idcl=cfg.w_idcl, icsl=cfg.w_icsl)
+    return MetaLearner(
+        model,
+        num_domains=len(cfg.sources),
+        mode=cfg.meta_mode,
+        meta_step_size=cfg.meta_step_size,
+        weights=weights,
+        centre_momentum=cfg.centre_momentum,
+    )
+
+
+def build_optimizer(cfg: TrialConfig, learner: torch.nn.Module):
+    """timm's optimizer and scheduler factories (the reference wires timm's step scheduler)."""
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    optimizer = create_optimizer_v2(
+        learner, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum
+    )
+    scheduler = None
+    if cfg.scheduler != "none":
+        scheduler, _ = create_scheduler_v2(
+            optimizer,
+            sched=cfg.scheduler,
+            num_epochs=cfg.epochs,
+            decay_epochs=cfg.decay_epochs,
+            decay_rate=cfg.decay_rate,
+            warmup_epochs=cfg.warmup_epochs,
+            warmup_lr=cfg.lr * 0.1,
+        )
+    return optimizer, scheduler
