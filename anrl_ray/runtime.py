@@ -47,8 +47,27 @@ def resolve_data_root(data: str | None) -> str:
     return ensure_default_benchmark()
 
 
+def loopback_only() -> None:
+    """Make a local Ray bind every service (GCS, raylet, workers, agents, dashboard) to 127.0.0.1.
+
+    Ray 2.60 takes the node IP from the routable interface and its servers listen on it or on
+    every interface. With ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` Ray treats the machine as a
+    single-node one and uses the loopback IP as the node IP, and its servers bind to it
+    (measured: tests/test_runtime.py). Ray reads the variable when ``ray`` is imported, so the
+    constant is set too when it already was; Ray's own processes inherit the environment.
+    """
+    import sys
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+
+
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Start (or connect to) Ray: a fresh local one by default, dashboard on localhost only."""
+    """Start (or connect to) Ray: a fresh local one by default, every service on 127.0.0.1."""
+    if address is None:
+        loopback_only()
     import ray
 
     if ray.is_initialized():
