@@ -2,7 +2,7 @@
 
 The resolved config is validated here (unknown keys and wrong types are refused, naming the
 key), written as ``config.json`` next to every checkpoint and sent to the tracker.
-Defaults are the reference ANRL values (``../shared/ANRL.md``; optimiser as in the sister
+Defaults are the reference ANRL values (``docs/ANRL.md``; optimiser as in the sister
 method IADG: Adam, lr 1e-4, wd 1e-5, step decay x0.1 every 10 epochs, 5 per domain and class).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -46,6 +47,10 @@ class TrialConfig:
     norm: str = "adaptive"  # adaptive (AdaNorm) | batch | instance | mix (paper ablations)
     attention: str = "1layer"  # AdaNorm gate net: 1layer Linear(C,C) | 2layer bottleneck
     gate_tau: float = 1.0  # gate = sigmoid(A(z) / tau); 1.0 = reference
+    # (backbones) anrl = the reference network | a timm CNN (resnet18, resnet50, efficientnet_b0, ...)
+    # with AdaNorm up to stride 8; for a timm backbone, width scales only the depth head
+    backbone: str = "anrl"
+    pretrained_path: str = ""  # timm backbones: local .pt/.pth/.safetensors timm state dict ("" = random init)
     # losses (reference weights)
     w_cls: float = 1.0
     w_depth: float = 0.1
@@ -115,16 +120,16 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
-_FIELDS = {f.name: f for f in fields(TrialConfig)}
+FIELDS = {f.name: f for f in fields(TrialConfig)}
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
     """Convert a YAML / CLI value to the field's type, or raise a UserError naming the key."""
-    if key not in _FIELDS:
-        close = difflib.get_close_matches(key, _FIELDS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {', '.join(sorted(_FIELDS))}"
+    if key not in FIELDS:
+        close = difflib.get_close_matches(key, FIELDS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {', '.join(sorted(FIELDS))}"
         raise UserError(f"{source}: unknown config key {key!r}{hint}")
-    typ = _FIELDS[key].type
+    typ = FIELDS[key].type
     try:
         if typ == "bool":
             if isinstance(value, str):
@@ -142,10 +147,15 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if typ == "float":
             if isinstance(value, bool):
                 raise ValueError(value)
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # lr=inf, gate_tau=nan, ...: refused up front, never trained
+                raise UserError(f"{source}: config key {key!r} must be a finite number, got {value!r}")
+            return number
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ValueError(value)
         return str(value)
+    except UserError:
+        raise
     except (TypeError, ValueError):
         raise UserError(f"{source}: config key {key!r} must be of type {typ}, got {value!r}") from None
 
@@ -172,12 +182,35 @@ def _validate(cfg: TrialConfig) -> None:
     for ok, key, want in checks:
         if not ok:
             raise UserError(f"config key {key!r} must be {want}, got {getattr(cfg, key, None)!r}")
+    _validate_backbone(cfg)
     if cfg.holdout:
         src = PROTOCOLS[cfg.protocol].sources
         if cfg.holdout not in src:
             raise UserError(f"config key 'holdout' must be one of the sources of {cfg.protocol} {src}, got {cfg.holdout!r}")
         if len(src) < 3:
             raise UserError(f"leave-one-source-out needs >= 3 sources; {cfg.protocol} has {len(src)}")
+
+
+# (backbones) ---------------------------------------------------------------------------
+def _validate_backbone(cfg: TrialConfig) -> None:
+    """``backbone``: "anrl" or a supported timm CNN; ``pretrained_path``: an existing local file."""
+    if cfg.backbone != "anrl":
+        from anrl_ray.backbones import backbone_problem  # imports timm: only for timm backbones
+
+        problem = backbone_problem(cfg.backbone)
+        if problem:
+            raise UserError(f"config key 'backbone': {problem}; use 'anrl' or e.g. resnet18, resnet50, efficientnet_b0")
+    if cfg.pretrained_path:
+        if cfg.backbone == "anrl":
+            raise UserError("config key 'pretrained_path' is for timm backbones (e.g. backbone=resnet18); "
+                            "unset it for backbone 'anrl'")
+        path = Path(cfg.pretrained_path)
+        if not path.is_file():
+            raise UserError(f"config key 'pretrained_path': {path} is not a file; pass a local timm state dict "
+                            "(.pt, .pth, .bin or .safetensors; nothing is downloaded)")
+        if path.suffix not in (".pt", ".pth", ".bin", ".safetensors"):
+            raise UserError(f"config key 'pretrained_path': {path} must end in .pt, .pth, .bin or .safetensors")
+# ---------------------------------------------------------------------------------------
 
 
 def make_config(values: Mapping[str, Any], source: str = "config") -> TrialConfig:

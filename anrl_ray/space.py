@@ -23,6 +23,7 @@ refused before any trial starts, with an error naming the file, the parameter an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -55,7 +56,7 @@ class Param:
         if self.distribution == "loguniform":
             return trial.suggest_float(self.name, self.low, self.high, log=True)
         if self.distribution == "uniform":
-            return trial.suggest_float(self.name, self.low, self.high)
+            return trial.suggest_float(self.name, self.low, self.high, step=self.step)
         if self.distribution == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=self.step or 1)
         return trial.suggest_categorical(self.name, list(self.choices))
@@ -143,8 +144,20 @@ def _parse_param(path: str, name: str, spec: Any, seen: list[str]) -> Param:
         raise _err(path, name, f"default {default} is outside [{low}, {high}]")
     if dist == "loguniform" and low <= 0:
         raise _err(path, name, f"loguniform needs low > 0, got {low}")
+    if not all(math.isfinite(x) for x in (low, high, default)):
+        raise _err(path, name, f"low, high and default must be finite numbers, got {low!r}, {high!r}, {default!r}")
     if dist == "int" and not all(float(x).is_integer() for x in (low, high, default)):
         raise _err(path, name, "int needs integer low, high and default")
+    step = spec.get("step")
+    if step is not None:
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0:
+            raise _err(path, name, f"step must be a positive number, got {step!r}")
+        if dist == "loguniform":
+            raise _err(path, name, "loguniform takes no step (Optuna samples it continuously); remove 'step'")
+        if dist == "int" and not float(step).is_integer():
+            raise _err(path, name, f"int needs an integer step, got {step!r}")
+        if step > high - low:
+            raise _err(path, name, f"step {step} is larger than the range high - low = {high - low}")
     return Param(name, dist, default, float(low) if dist != "int" else int(low), float(high) if dist != "int" else int(high),
                  step=spec.get("step"), condition=condition)
 
@@ -169,9 +182,16 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     if clash:
         raise UserError(f"search space {path}: {sorted(clash)} are both fixed and searched")
     space = SearchSpace(str(data.get("name", Path(path).stem)), str(data.get("description", "")), tuple(params), dict(fixed), path)
-    # every default and the fixed values must make a valid config (types, ranges, choices)
+    # every value a trial can draw must make a valid config: each choice and both bounds, not only the default
+    base = {**space.fixed, **space.defaults()}
+    for p in space.params:
+        for value in p.choices if p.distribution == "choice" else (p.low, p.high):
+            try:
+                make_config({**base, p.name: value}, source=f"search space {path}")
+            except UserError as e:
+                raise _err(path, p.name, f"value {value!r} is not a valid config value ({e})") from None
     try:
-        make_config({**space.fixed, **space.defaults()}, source=f"search space {path}")
+        make_config(base, source=f"search space {path}")
     except UserError as e:
         raise UserError(str(e)) from None
     return space

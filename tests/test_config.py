@@ -68,3 +68,9 @@ def test_protocols():
         assert p.target not in p.sources and name.endswith("_" + p.target)
     with pytest.raises(UserError, match="OCI_M"):
         get_protocol("OCI-M")
+
+
+@pytest.mark.parametrize("key, value", [("lr", "inf"), ("gate_tau", float("inf")), ("w_depth", "nan"), ("meta_step_size", "-inf")])
+def test_non_finite_values_refused_up_front(key, value):
+    with pytest.raises(UserError, match=f"{key}.*finite"):
+        make_config({key: value})

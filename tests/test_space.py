@@ -86,3 +86,31 @@ def test_space_function_pickles():
     trial = optuna.create_study().ask()
     fn(trial)
     assert "w_depth" in trial.params
+
+
+@pytest.mark.parametrize(
+    "block, message",
+    [
+        ({"default": "1layer", "distribution": "choice", "choices": ["1layer", "3layer"]}, "value '3layer'"),
+        ({"default": 1e-4, "distribution": "uniform", "low": -1.0, "high": 1e-3}, "value -1.0"),
+        ({"default": 1e-4, "distribution": "uniform", "low": 1e-5, "high": 1e-3, "step": 0}, "step must be a positive"),
+        ({"default": 1e-4, "distribution": "loguniform", "low": 1e-5, "high": 1e-3, "step": 1e-5}, "takes no step"),
+        ({"default": 1e-4, "distribution": "uniform", "low": 1e-5, "high": float("inf")}, "finite"),
+    ],
+)
+def test_every_value_of_a_param_is_checked_not_only_the_default(block, message):
+    name = "attention" if block["distribution"] == "choice" else "lr"
+    with pytest.raises(UserError, match=message) as err:
+        parse_space({"params": {name: block}}, "bad.yaml")
+    assert "bad.yaml" in str(err.value) and name in str(err.value)
+
+
+def test_bad_space_file_exits_2_before_any_trial(tmp_path, capsys):
+    from anrl_ray.cli.run import search_main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("params:\n  attention: {default: 1layer, distribution: choice, choices: [1layer, 3layer]}\n")
+    assert search_main(["--space", str(bad), "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "3layer" in err and str(bad) in err
+    assert not (tmp_path / "runs").exists()
