@@ -162,13 +162,20 @@ def test_eval_covers_every_sample_exactly_once(tiny_data, ray_local):
     manifest_rows = {d: sum(n for cls in read_manifest(f"{tiny_data}/{d}")["counts"]["test"].values() for n in cls.values())
                      for d in domains}
     ds = eval_dataset(tiny_data, domains, spec=SPEC, split="test")
-    seen = Counter()
+    seen, attacks = Counter(), Counter()
     for b in iter_eval_batches(ds.iterator(), batch_size=7):  # 7: the last batch is a partial one
         assert b["image"].shape[1:] == (6, 32, 32) and b["label"].dtype == torch.int64
-        assert len(b["video_id"]) == len(b["domain"]) == len(b["label"])
+        assert len(b["video_id"]) == len(b["domain"]) == len(b["attack_type"]) == len(b["label"])
+        assert [a == "live" for a in b["attack_type"]] == (b["label"] == 0).tolist()
+        attacks.update(b["attack_type"])
         seen.update((d, _digest(x)) for d, x in zip(b["domain"], b["image"]))
     assert all(c == 1 for c in seen.values())
     assert Counter(d for d, _ in seen) == Counter(manifest_rows)
+    want = Counter()
+    for d in domains:
+        for cls in read_manifest(f"{tiny_data}/{d}")["counts"]["test"].values():
+            want.update(cls)
+    assert attacks == want  # every row's attack type, as the manifests count them
 
     # split across 2 workers with data_config(): nothing dropped, nothing twice, even for an odd count
     odd = eval_dataset(tiny_data, ["O"], spec=SPEC, split="test").limit(manifest_rows["O"] - 1)

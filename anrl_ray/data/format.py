@@ -136,7 +136,8 @@ class DatasetWriter:
         name = f"part-{len(self._shards):05d}.parquet"
         table = pa.Table.from_pydict(self._rows, schema=SCHEMA)
         pq.write_table(table, self._tmp / name, compression="zstd")
-        self._shards.append({"file": name, "rows": table.num_rows, "sha256": _sha256(self._tmp / name)})
+        path = self._tmp / name
+        self._shards.append({"file": name, "rows": table.num_rows, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
         self._rows = {f.name: [] for f in SCHEMA}
         self._bytes = 0
 
@@ -189,10 +190,16 @@ class DatasetWriter:
         return list(self._failures)
 
 
-def read_manifest(dataset_dir: str | Path) -> dict[str, Any]:
-    """Load and check a dataset folder's manifest (schema version, shard files present)."""
+def parse_manifest(dataset_dir: str | Path) -> dict[str, Any]:
+    """Load a dataset folder's manifest and check its structure (not the shard files).
+
+    Raises:
+        DatasetFormatError: the manifest is missing, not JSON, of another schema version, or lacks
+            ``shards`` / ``counts`` (or they have the wrong form); the message names the file and the fix.
+    """
     dataset_dir = Path(dataset_dir)
     path = dataset_dir / MANIFEST
+    redo = f"re-convert it (`anrl-ray convert DATASET ... --out {dataset_dir.parent} --overwrite`)"
     if not path.is_file():
         raise DatasetFormatError(
             f"{path} not found: {dataset_dir} is not a converted dataset (or its conversion did not finish); "
@@ -200,17 +207,48 @@ def read_manifest(dataset_dir: str | Path) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DatasetFormatError(f"{path} is not valid JSON ({e}); re-run the conversion") from e
-    version = manifest.get("schema_version")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetFormatError(f"{path} is not valid JSON ({e}): the file is damaged or truncated; {redo}") from e
+    if not isinstance(manifest, dict):
+        raise DatasetFormatError(f"{path}: expected a JSON object, got {type(manifest).__name__}; {redo}")
+    missing = [k for k in ("schema_version", "shards", "counts") if k not in manifest]
+    if missing:
+        raise DatasetFormatError(
+            f"{path}: missing key(s) {', '.join(map(repr, missing))}: not a complete anrl-ray manifest; {redo}"
+        )
+    version = manifest["schema_version"]
     if version != SCHEMA_VERSION:
         raise DatasetFormatError(
             f"{path}: schema_version {version!r}, this anrl-ray reads {SCHEMA_VERSION}; "
             "re-convert the dataset with this version of `anrl-ray convert`"
         )
+    shards = manifest["shards"]
+    if not isinstance(shards, list) or not shards or not all(
+        isinstance(s, dict) and isinstance(s.get("file"), str) and isinstance(s.get("rows"), int)
+        and isinstance(s.get("sha256"), str) and isinstance(s.get("bytes", 0), int)
+        for s in shards
+    ):
+        raise DatasetFormatError(f"{path}: 'shards' must be a non-empty list of {{file, rows, bytes, sha256}} entries; {redo}")
+    counts = manifest["counts"]
+    if not isinstance(counts, dict) or not all(
+        isinstance(per, dict) and all(
+            isinstance(attacks, dict) and all(isinstance(n, int) for n in attacks.values()) for attacks in per.values()
+        )
+        for per in counts.values()
+    ):
+        raise DatasetFormatError(f"{path}: 'counts' must map split -> live/spoof -> attack type -> rows; {redo}")
+    return manifest
+
+
+def read_manifest(dataset_dir: str | Path) -> dict[str, Any]:
+    """Load and check a dataset folder's manifest (:func:`parse_manifest`) and that its shard files exist."""
+    dataset_dir = Path(dataset_dir)
+    manifest = parse_manifest(dataset_dir)
     for shard in manifest["shards"]:
         if not (dataset_dir / shard["file"]).is_file():
-            raise DatasetFormatError(f"{dataset_dir / shard['file']} listed in {path} is missing; re-run the conversion")
+            raise DatasetFormatError(
+                f"{dataset_dir / shard['file']} listed in {dataset_dir / MANIFEST} is missing; re-run the conversion"
+            )
     return manifest
 
 
@@ -228,9 +266,12 @@ def domain_dir(data_root: str | Path, domain: str) -> Path:
 
 
 def verify_checksums(dataset_dir: str | Path) -> list[str]:
-    """Names of the shards whose sha256 no longer matches the manifest (empty if all match)."""
+    """Names of the shards whose sha256 no longer matches the manifest (empty if all match).
+
+    Hashes every shard on every call; :func:`anrl_ray.data.checks.check_data_root` caches verdicts.
+    """
     dataset_dir = Path(dataset_dir)
-    return [s["file"] for s in read_manifest(dataset_dir)["shards"] if _sha256(dataset_dir / s["file"]) != s["sha256"]]
+    return [s["file"] for s in read_manifest(dataset_dir)["shards"] if file_sha256(dataset_dir / s["file"]) != s["sha256"]]
 
 
 def iter_rows(dataset_dir: str | Path, columns: Iterable[str] | None = None):
@@ -240,7 +281,8 @@ def iter_rows(dataset_dir: str | Path, columns: Iterable[str] | None = None):
         yield from table.to_pylist()
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

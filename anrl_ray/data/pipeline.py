@@ -8,7 +8,9 @@ Training data flow (one Ray Data plan, re-executed every epoch by Ray Train)::
     -> random_shuffle                  mixes domains and classes into every block, so each
                                        streaming_split shard gets every (domain, class) group
     -> decode   (map_batches)          transforms.FASTransform: decode, augment, RGB+HSV,
-                                       depth target  ->  image, depth, label, domain_index, video_id
+                                       depth target  ->  image, depth, label, domain_index, video_id,
+                                       ok, failure (a row that does not decode: dropped + counted
+                                       by the consumer, named by shard file and row)
     -> streaming_split(world_size)     done by Ray Train (DataConfig)
     -> meta_batches (on each worker)   per (domain, class) queues -> D x (B live + B spoof)
 
@@ -27,6 +29,7 @@ statistically, not bit for bit.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections import deque
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from anrl_ray.data.checks import DecodeErrors, row_name
 from anrl_ray.data.format import SPLITS, DatasetFormatError, read_manifest, shard_paths
 from anrl_ray.data.transforms import FASTransform
 
@@ -52,7 +56,9 @@ CACHE_MAX_BYTES = 512 * 1024**2  # encoded shards up to this size are read once,
 DECODE_BATCH = 32  # rows per decode task call (bounded memory at 256 px: 32 x 1.5 MB)
 GROUP_CAP = 16  # fresh rows a (domain, class) queue may hold, in units of B (beyond: oldest dropped)
 REUSE_CAP = 4  # recently used rows kept per group for the reuse fallback, in units of B
-READ_COLUMNS = ["image", "depth", "label", "domain", "video_id", "frame_index", "split"]
+READ_COLUMNS = ["image", "depth", "label", "attack_type", "domain", "video_id", "frame_index", "split", "path"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -203,9 +209,13 @@ def _decode(
 ) -> dict[str, np.ndarray]:
     """Arrow batch of encoded rows -> model-ready numpy columns (see module docstring).
 
+    A row whose image (or live depth map) does not decode gets zeros, ``ok`` False and a
+    ``failure`` string naming its shard and row; the consumers drop and count it.
     A plain function (Ray tasks), not an actor class: actors would hold a CPU for the whole
     epoch, and on a 2-CPU machine the read and shuffle tasks need it.
     """
+    import cv2
+
     vid = table["video_id"].to_pylist()
     frame = table["frame_index"].to_pylist()
     aug_seed = None
@@ -213,16 +223,31 @@ def _decode(
         aug_seed = int(np.random.default_rng([seed, _execution_index(), _content_key(vid, frame)]).integers(2**31))
     tf = FASTransform(img_size, in_channels, augment=augment, seed=aug_seed)
     label = table["label"].to_numpy().astype(np.int64)
-    image, depth = tf.batch(table["image"].to_pylist(), table["depth"].to_pylist(), label)
+    images, depths = table["image"].to_pylist(), table["depth"].to_pylist()
+    n, s = len(label), tf.depth_size
+    image = np.zeros((n, in_channels, img_size, img_size), np.float32)
+    depth = np.zeros((n, 1, s, s), np.float32)
+    ok = np.ones(n, bool)
+    failure = [""] * n
+    for i in range(n):  # what FASTransform.batch does, row by row: the same augmentation draws
+        try:
+            image[i], depth[i] = tf(images[i], depths[i], label[i])
+        except (ValueError, cv2.error) as e:
+            ok[i] = False
+            path = table["path"][i].as_py() if "path" in table.column_names else ""
+            failure[i] = f"{row_name(path, vid[i], frame[i])}: {str(e).strip().splitlines()[-1]} (video {vid[i]}, frame {frame[i]})"
     out = {
         "image": image,
         "depth": depth,
         "label": label,
         "domain_index": table["domain_index"].to_numpy().astype(np.int64),
         "video_id": np.array(vid, dtype=object),
+        "ok": ok,
+        "failure": np.array(failure, dtype=object),
     }
     if keep_domain:
         out["domain"] = np.array(table["domain"].to_pylist(), dtype=object)
+        out["attack_type"] = np.array(table["attack_type"].to_pylist(), dtype=object)
     return out
 
 
@@ -246,7 +271,7 @@ def _encoded_rows(
     paths = [p for d in domains for p in shard_paths(Path(data_root) / d)]
     if cache is None:
         cache = sum(Path(p).stat().st_size for p in paths) <= CACHE_MAX_BYTES
-    ds = ray.data.read_parquet(paths, override_num_blocks=num_blocks).select_columns(READ_COLUMNS)
+    ds = ray.data.read_parquet(paths, override_num_blocks=num_blocks, include_paths=True).select_columns(READ_COLUMNS)
     ds = ds.map_batches(_Select(domains, split), batch_format="pyarrow", batch_size=None)
     # a fixed block order: the per-epoch shuffle and subsample then repeat across runs (resume)
     ds.context.execution_options.preserve_order = True
@@ -267,7 +292,8 @@ def training_dataset(
 
     Columns: ``image`` float32 ``(C, H, W)``, ``depth`` float32 ``(1, s, s)`` (zeros for spoof),
     ``label`` int64 (0 live, 1 spoof), ``domain_index`` int64 (index into ``domains``),
-    ``video_id`` str. Every (domain, class) group is subsampled to at most ``KEEP_MARGIN`` x the
+    ``video_id`` str, ``ok`` bool and ``failure`` str (False / the reason for a row that did not
+    decode: its image is zeros; the consumers drop it). Every (domain, class) group is subsampled to at most ``KEEP_MARGIN`` x the
     smallest group (a new subset each epoch), then all rows are shuffled globally so that every
     streaming-split shard holds every group in proportion. Consume with :func:`meta_batches`.
     ``cache``: keep the encoded split in Ray's object store (default: if small, see
@@ -293,7 +319,7 @@ def eval_dataset(
 ) -> "ray.data.Dataset":
     """Every row of ``split`` in ``domains``, decoded without augmentation.
 
-    Columns as :func:`training_dataset` plus ``domain`` (str). Video ids are unique within a
+    Columns as :func:`training_dataset` plus ``domain`` and ``attack_type`` (str). Video ids are unique within a
     domain: group frames by ``(domain, video_id)``. ``cache`` as in :func:`training_dataset`.
     """
     _check_split(split)
@@ -342,6 +368,7 @@ def meta_batches(
     seed: int,
     epoch: int,
     stats: dict[str, Any] | None = None,
+    errors: DecodeErrors | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """One epoch of balanced meta-learning batches from this worker's shard.
 
@@ -359,9 +386,11 @@ def meta_batches(
         samples (``stats["reused"]`` counts them). With :func:`training_dataset` and
         :func:`steps_per_epoch` each worker expects >= ``steps * B`` fresh rows per group, so
         reuse only covers sampling noise (a few rows);
-      * fails with a clear error if a group has no row at all on this worker.
+      * fails with a clear error if a group has no row at all on this worker;
+      * rows that failed to decode are never used: they are counted in ``errors`` (pass one
+        :class:`DecodeErrors` per epoch; without it they are logged as a warning).
 
-    ``stats`` (optional dict) is filled with counts: rows seen, used, reused, dropped.
+    ``stats`` (optional dict) is filled with counts: rows seen (decoded), used, reused, dropped.
     """
     D, B = num_domains, batch_per_class
     if steps < 1 or D < 1 or B < 1:
@@ -372,6 +401,7 @@ def meta_batches(
     emitted = 0
     it = iter(shard.iter_batches(batch_size=max(32, 2 * D * B), batch_format="numpy", prefetch_batches=1))
     exhausted = False
+    errs = errors if errors is not None else DecodeErrors()
 
     def ready() -> bool:
         return all(len(groups[g].fresh) >= B for g in order)
@@ -404,7 +434,7 @@ def meta_batches(
     def drain() -> None:
         nonlocal exhausted, rows_seen
         for chunk in it:
-            rows_seen += len(chunk["label"])
+            rows_seen += len(_decoded_rows(chunk, errs))
         exhausted = True
 
     reused = [0]
@@ -417,8 +447,9 @@ def meta_batches(
                 exhausted = True
                 continue
             lab, dom = chunk["label"], chunk["domain_index"]
-            rows_seen += len(lab)
-            for i in range(len(lab)):
+            good = _decoded_rows(chunk, errs)
+            rows_seen += len(good)
+            for i in good:
                 d = int(dom[i])
                 if not 0 <= d < D:
                     raise ValueError(f"meta_batches: domain_index {d} outside [0, {D}); num_domains must match the dataset")
@@ -437,14 +468,44 @@ def meta_batches(
                 reused=reused[0],
                 dropped=sum(g.dropped for g in groups.values()),
                 per_group_seen={f"{d}/{y}": groups[(d, y)].seen for d, y in order},
+                decode_failures=errs.count,
             )
+        if emitted == steps and errors is None and errs.count:
+            _warn_unreported(errs, f"meta_batches (epoch {epoch})")
         yield batch
 
 
-def iter_eval_batches(shard: "ray.data.DataIterator", *, batch_size: int) -> Iterator[dict[str, Any]]:
-    """Every row of the shard exactly once: ``image`` / ``depth`` / ``label`` / ``domain_index``
-    tensors, ``video_id`` and ``domain`` lists of str."""
+def _decoded_rows(chunk: dict[str, np.ndarray], errors: DecodeErrors) -> np.ndarray:
+    """Indices of the chunk's rows that decoded; the others are added to ``errors``."""
+    if "ok" not in chunk or chunk["ok"].all():
+        return np.arange(len(chunk["label"]))
+    for i in np.flatnonzero(~chunk["ok"]):
+        errors.add(str(chunk["failure"][i]))
+    return np.flatnonzero(chunk["ok"])
+
+
+def _warn_unreported(errors: DecodeErrors, where: str) -> None:
+    log.warning("%s: %d row(s) failed to decode and were skipped, e.g. %s", where, errors.count, "; ".join(errors.examples[:3]))
+
+
+def iter_eval_batches(
+    shard: "ray.data.DataIterator", *, batch_size: int, errors: DecodeErrors | None = None
+) -> Iterator[dict[str, Any]]:
+    """Every decodable row of the shard exactly once.
+
+    Yields ``image`` / ``depth`` / ``label`` / ``domain_index`` tensors and ``video_id``,
+    ``domain`` and ``attack_type`` (``"live"``, ``"print"``, ...) lists of str. Rows that failed
+    to decode are left out and counted in ``errors`` (without it: a logged warning); a batch may
+    then hold fewer than ``batch_size`` rows, and one with none is skipped.
+    """
+    errs = errors if errors is not None else DecodeErrors()
     for b in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=False, prefetch_batches=1):
+        n = len(b["label"])
+        keep = _decoded_rows(b, errs)
+        if len(keep) == 0:
+            continue
+        if len(keep) < n:
+            b = {k: v[keep] for k, v in b.items()}
         out = {
             "image": torch.from_numpy(np.array(b["image"], dtype=np.float32)),  # a copy: Ray's buffer is read-only
             "depth": torch.from_numpy(np.array(b["depth"], dtype=np.float32)),
@@ -452,8 +513,11 @@ def iter_eval_batches(shard: "ray.data.DataIterator", *, batch_size: int) -> Ite
             "domain_index": torch.from_numpy(b["domain_index"].astype(np.int64)),
             "video_id": [str(v) for v in b["video_id"]],
         }
-        out["domain"] = [str(v) for v in b["domain"]] if "domain" in b else [""] * len(out["video_id"])
+        for col in ("domain", "attack_type"):
+            out[col] = [str(v) for v in b[col]] if col in b else [""] * len(out["video_id"])
         yield out
+    if errors is None and errs.count:
+        _warn_unreported(errs, "iter_eval_batches")
 
 
 def data_config(exact: Sequence[str] = ("val", "test"), equal: Sequence[str] = ("train",), **kwargs: Any) -> "ray.train.DataConfig":
