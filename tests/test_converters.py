@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,9 +16,15 @@ import numpy as np
 import pytest
 from matplotlib import cbook
 
-from anrl_ray.data import converters
-from anrl_ray.data.converters import FrameSettings, convert_videos, LAYOUTS
-from anrl_ray.data.format import REPORT, SCHEMA, DatasetFormatError, iter_rows, read_manifest, shard_paths
+import anrl_ray
+from anrl_ray.cli import build_parser, main
+from anrl_ray.data.converters import FrameSettings, convert_videos
+from anrl_ray.data.format import (
+    MANIFEST, REPORT, SCHEMA, DatasetFormatError, DatasetWriter, iter_rows, read_manifest, shard_paths,
+)
+from anrl_ray.data.layouts import LAYOUTS
+from anrl_ray.data.output import sigterm_raises
+from anrl_ray.data.tface import ImportSettings, import_lists
 from anrl_ray.errors import UserError
 
 FRAMES = 6  # frames per generated video
@@ -274,7 +283,7 @@ def test_workers_give_the_same_rows(tmp_path, oulu_root):
 def test_interrupted_conversion_leaves_nothing_and_keeps_the_old_dataset(tmp_path, oulu_root, monkeypatch, exc):
     out = tmp_path / "data" / "O"
     old = convert_videos(LAYOUTS["oulu"], oulu_root, out, SETTINGS)
-    original_add, calls = converters.DatasetWriter.add, []
+    original_add, calls = DatasetWriter.add, []
 
     def add_then_fail(self, **row):
         calls.append(1)
@@ -282,7 +291,7 @@ def test_interrupted_conversion_leaves_nothing_and_keeps_the_old_dataset(tmp_pat
             raise exc("injected mid-way")
         original_add(self, **row)
 
-    monkeypatch.setattr(converters.DatasetWriter, "add", add_then_fail)
+    monkeypatch.setattr(DatasetWriter, "add", add_then_fail)
     with pytest.raises(exc):  # replacing an existing dataset
         convert_videos(LAYOUTS["oulu"], oulu_root, out, SETTINGS, overwrite=True)
     assert read_manifest(out) == old  # untouched
@@ -295,22 +304,21 @@ def test_interrupted_conversion_leaves_nothing_and_keeps_the_old_dataset(tmp_pat
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["O"]  # no partial folders left
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="anrl-ray convert")
-    converters.register_cli(parser.add_subparsers(dest="dataset", required=True))
-    return parser
+def _convert_args(argv: list[str]):
+    """``anrl-ray convert ARGV`` parsed by the real command line."""
+    return build_parser().parse_args(["convert", *argv])
 
 
 def test_cli_registers_all_converters_and_rejects_bad_roots(tmp_path, capsys):
-    parser = _parser()
     for name in ("oulu", "casia", "replay", "msu"):
-        args = parser.parse_args([name, "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+        args = _convert_args([name, "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+        assert args.func.__module__ == "anrl_ray.cli.convert"
         with pytest.raises(UserError, match=f"{tmp_path / 'missing'}.*expected"):
             args.func(args)
-    args = parser.parse_args(["tface", "--list", "x.txt", "--out", str(tmp_path), "--domain", "O"])
-    assert args.func.__module__ == "anrl_ray.data.tface"
+    args = _convert_args(["tface", "--list", "x.txt", "--out", str(tmp_path), "--domain", "O"])
+    assert args.func.__module__ == "anrl_ray.cli.convert"
     (tmp_path / "empty").mkdir()
-    args = parser.parse_args(["oulu", "--root", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+    args = _convert_args(["oulu", "--root", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
     with pytest.raises(UserError, match="Train_files"):
         args.func(args)
     (tmp_path / "empty/Train_files").mkdir()
@@ -318,7 +326,7 @@ def test_cli_registers_all_converters_and_rejects_bad_roots(tmp_path, capsys):
     with pytest.raises(UserError, match="no OULU-NPU video"):
         args.func(args)
     with pytest.raises(SystemExit):
-        parser.parse_args(["casia", "--root", "r", "--out", "o", "--dev-fraction", "1.5"])
+        _convert_args(["casia", "--root", "r", "--out", "o", "--dev-fraction", "1.5"])
     capsys.readouterr()
 
 
@@ -326,22 +334,19 @@ def test_cli_run_writes_out_domain_and_refuses_to_overwrite(tmp_path, clips, cap
     root = _place(tmp_path / "casia", {"train_release/1/1.avi": clips[".avi"], "test_release/1/7.avi": clips[".avi"]})
     argv = ["casia", "--root", str(root), "--out", str(tmp_path / "data"), "--frames-per-video", "1",
             "--img-size", "32", "--dev-fraction", "0", "--detector", "haar"]
-    args = _parser().parse_args(argv)
+    args = _convert_args(argv)
     assert args.func(args) == 0
     manifest = read_manifest(tmp_path / "data" / "C")
     assert manifest["num_rows"] == 2 and manifest["converter_args"]["detector"] == "haar"
     assert "wrote" in capsys.readouterr().out
     with pytest.raises(UserError, match="--overwrite"):
         args.func(args)
-    args = _parser().parse_args(argv + ["--overwrite"])
+    args = _convert_args(argv + ["--overwrite"])
     assert args.func(args) == 0
 
 
 def test_sigterm_mid_conversion_cleans_up(tmp_path, oulu_root, monkeypatch):
-    import os
-    import signal
-
-    original_add, calls = converters.DatasetWriter.add, []
+    original_add, calls = DatasetWriter.add, []
 
     def add_then_sigterm(self, **row):
         calls.append(1)
@@ -349,10 +354,125 @@ def test_sigterm_mid_conversion_cleans_up(tmp_path, oulu_root, monkeypatch):
             os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would
         original_add(self, **row)
 
-    monkeypatch.setattr(converters.DatasetWriter, "add", add_then_sigterm)
+    monkeypatch.setattr(DatasetWriter, "add", add_then_sigterm)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit):
-        with converters.sigterm_raises():
+        with sigterm_raises():
             convert_videos(LAYOUTS["oulu"], oulu_root, tmp_path / "data" / "O", SETTINGS)
     assert signal.getsignal(signal.SIGTERM) is before
     assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------
+# Output safety: dataset names, --overwrite over non-dataset folders, stale partial folders
+
+
+def _dead_pid() -> int:
+    """The PID of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize("bad", ["", ".", "..", "a/b", "../up", "/abs", ".hidden", "-dash", "sp ace"])
+def test_bad_domain_names_are_refused_before_anything_is_written(tmp_path, oulu_root, capsys, bad):
+    out = tmp_path / "data"
+    argv = ["convert", "oulu", "--root", str(oulu_root), "--out", str(out), f"--domain={bad}", "--detector", "haar"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--domain" in err and "plain dataset name" in err and "Traceback" not in err
+    assert not out.exists() and not (tmp_path / "up").exists()
+    with pytest.raises(UserError, match="--domain"):  # the library function checks too
+        convert_videos(LAYOUTS["oulu"], oulu_root, out / "O", SETTINGS, domain=bad)
+    with pytest.raises(UserError, match="output folder"):
+        convert_videos(LAYOUTS["oulu"], oulu_root, out / "..", SETTINGS)
+    assert main(["convert", "tface", "--list", str(tmp_path / "l.txt"), "--out", str(out), f"--domain={bad}"]) == 2
+    assert main(["convert", "synthetic", "--out", str(out), f"--domains=O,{bad}x" if bad else "--domains=O,/x"]) == 2
+    assert "plain dataset name" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_overwrite_replaces_only_dataset_folders(tmp_path, clips, capsys):
+    root = _place(tmp_path / "casia", {"train_release/1/1.avi": clips[".avi"], "test_release/1/7.avi": clips[".avi"]})
+    out = tmp_path / "data"
+    (out / "C").mkdir(parents=True)
+    (out / "C" / "thesis.tex").write_text("my own work")
+    (out / "C" / MANIFEST).write_text("{}")  # a manifest.json, but not of this format
+    argv = ["convert", "casia", "--root", str(root), "--out", str(out), "--frames-per-video", "1", "--img-size", "32",
+            "--dev-fraction", "0", "--detector", "haar", "--overwrite"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "not an anrl-ray dataset" in err and str(out / "C") in err
+    assert (out / "C" / "thesis.tex").read_text() == "my own work"  # left intact
+    assert sorted(p.name for p in out.iterdir()) == ["C"]
+    (out / "C").rename(out / "mine")
+    assert main(argv) == 0  # nothing there: written
+    assert main(argv) == 0  # a dataset folder: replaced
+    assert read_manifest(out / "C")["num_rows"] == 2
+    # the same rule for tface and the synthetic generator
+    (out / "O").mkdir()
+    (out / "O" / "notes.txt").write_text("keep")
+    lst = tmp_path / "l.txt"
+    lst.write_text("x.png 0\n")
+    assert main(["convert", "tface", "--list", str(lst), "--out", str(out), "--domain", "O", "--overwrite"]) == 2
+    assert main(["convert", "synthetic", "--out", str(out), "--domains", "O", "--subjects", "3", "--overwrite"]) == 2
+    assert "not an anrl-ray dataset" in capsys.readouterr().err
+    assert (out / "O" / "notes.txt").read_text() == "keep" and sorted(p.name for p in (out / "O").iterdir()) == ["notes.txt"]
+    (out / "file").write_text("a file, not a folder")
+    with pytest.raises(UserError, match="not an anrl-ray dataset"):
+        convert_videos(LAYOUTS["casia"], root, out / "file", SETTINGS, overwrite=True)
+    assert (out / "file").read_text() == "a file, not a folder"
+
+
+def _sigkilled_writer(out_dir: Path) -> Path:
+    """Start a conversion in another process, SIGKILL it mid-way; return the partial folder it left."""
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from anrl_ray.data.format import DatasetWriter\n"
+        "w = DatasetWriter(Path(sys.argv[1]), domain='O', converter='test', shard_max_rows=1)\n"
+        "w.__enter__()\n"
+        "w.add(image=b'x', image_format='jpeg', label=1, attack_type='print', subject_id='1', video_id='v',\n"
+        "      frame_index=0, split='train', source_path='v.avi')\n"
+        "print('written', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(anrl_ray.__file__).parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", code, str(out_dir)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline().strip() == "written"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    partial = out_dir.with_name(f".{out_dir.name}.partial-{child.pid}")
+    assert partial.is_dir() and (partial / "part-00000.parquet").is_file()  # what SIGKILL leaves behind
+    return partial
+
+
+def test_stale_partial_folders_of_dead_processes_are_removed(tmp_path, oulu_root):
+    out = tmp_path / "data"
+    killed = _sigkilled_writer(out / "O")
+    empty = out / f".C.partial-{_dead_pid()}"  # killed right after creating its folder
+    empty.mkdir()
+    running = out / f".I.partial-{os.getpid()}"  # a conversion still running (this process)
+    running.mkdir()
+    (running / "part-00000.parquet").write_bytes(b"in progress")
+    foreign = out / f".M.partial-{_dead_pid()}"  # named like ours, but holds other files: not ours to delete
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    convert_videos(LAYOUTS["oulu"], oulu_root, out / "O", SETTINGS)
+    assert not killed.exists() and not empty.exists()
+    assert (running / "part-00000.parquet").read_bytes() == b"in progress"
+    assert (foreign / "notes.txt").read_text() == "keep"
+    assert read_manifest(out / "O")["num_rows"] == 14
+    # the other converters clean up the same way
+    stale = out / f".X.partial-{_dead_pid()}"
+    stale.mkdir()
+    lst = tmp_path / "l.txt"
+    lst.write_text("")
+    with pytest.raises(DatasetFormatError):  # an empty list converts nothing, after the clean-up
+        import_lists([lst], ["train"], out / "T", "T", ImportSettings())
+    assert not stale.exists()
+    stale.mkdir()
+    assert main(["convert", "synthetic", "--out", str(out), "--domains", "O", "--subjects", "3"]) == 2  # O exists
+    assert not stale.exists() and running.exists()

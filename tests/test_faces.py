@@ -110,11 +110,22 @@ def test_face_depth_from_a_detection_with_and_without_landmarks(portrait):
     assert boxed.max() > 200 and boxed[64, 64] > 100 and boxed[0, 0] == 0
 
 
-def test_decode_gray_handles_8_and_16_bit_and_garbage():
+def test_decode_gray_or_none_handles_8_and_16_bit_and_garbage():
     ramp16 = (np.arange(64, dtype=np.uint16) * 1000)[None, :].repeat(4, 0)
-    out = faces.decode_gray(cv2.imencode(".png", ramp16)[1].tobytes())
+    out = faces.decode_gray_or_none(cv2.imencode(".png", ramp16)[1].tobytes())
     assert out.dtype == np.uint8 and out[0, 63] == round(63000 / 257)
     color = np.zeros((4, 4, 3), np.uint8)
     color[..., 1] = 200
-    assert faces.decode_gray(faces.encode_png(color)).shape == (4, 4)
-    assert faces.decode_gray(b"not an image") is None and faces.decode_gray(None) is None
+    assert faces.decode_gray_or_none(faces.encode_png(color)).shape == (4, 4)
+    assert faces.decode_gray_or_none(b"not an image") is None and faces.decode_gray_or_none(None) is None
+
+
+def test_resize_square_keeps_the_right_size_and_area_filters_when_shrinking():
+    image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    same = image[:32, :32]
+    assert faces.resize_square(same, 32) is same  # already the size: untouched, no re-interpolation
+    small = faces.resize_square(image, 20)  # 60 px wide -> shrinking: area filter
+    assert small.shape == (20, 20, 3)
+    assert np.array_equal(small, cv2.resize(image, (20, 20), interpolation=cv2.INTER_AREA))
+    big = faces.resize_square(image[:10, :10], 30)
+    assert np.array_equal(big, cv2.resize(image[:10, :10], (30, 30), interpolation=cv2.INTER_LINEAR))

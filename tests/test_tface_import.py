@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path, PurePosixPath
 
@@ -12,7 +11,8 @@ import numpy as np
 import pytest
 from matplotlib import cbook
 
-from anrl_ray.data import converters, tface
+from anrl_ray.cli import build_parser
+from anrl_ray.data import tface
 from anrl_ray.data.format import REPORT, iter_rows, read_manifest
 from anrl_ray.data.tface import ImportSettings, import_lists
 from anrl_ray.errors import UserError
@@ -161,30 +161,29 @@ def test_list_line_box_depth_key_and_path_naming_rules():
     assert tface.meta_from_path("/x/y/z/1.png", "oulu") is None and tface.meta_from_path("/x/1.png", None) is None
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser()
-    converters.register_cli(parser.add_subparsers(dest="dataset", required=True))
-    return parser
+def _convert_args(argv: list[str]):
+    """``anrl-ray convert ARGV`` parsed by the real command line."""
+    return build_parser().parse_args(["convert", *argv])
 
 
 def test_cli(tmp_path, reference_store, face_png, capsys):
     lmdb_dir, train, dev = reference_store
     base = ["tface", "--out", str(tmp_path / "data"), "--domain", "O", "--lmdb", str(lmdb_dir), "--img-size", "200"]
-    args = _parser().parse_args(base + ["--list", str(train), "--list", str(dev), "--split", "train"])
+    args = _convert_args(base + ["--list", str(train), "--list", str(dev), "--split", "train"])
     assert args.func(args) == 0
     manifest = read_manifest(tmp_path / "data" / "O")
     assert manifest["converter"] == "tface" and manifest["converter_args"]["splits"] == ["train", "train"]
     row = next(r for r in iter_rows(tmp_path / "data" / "O") if r["source_path"].endswith("1_1_01_1/001.png"))
     assert row["image"] == face_png and row["image_format"] == "png"  # right size already: stored as is
     assert "wrote" in capsys.readouterr().out
-    args = _parser().parse_args(base + ["--overwrite", "--list", str(train), "--list", str(dev),
+    args = _convert_args(base + ["--overwrite", "--list", str(train), "--list", str(dev),
                                         "--split", "train", "--split", "dev", "--split", "test"])
     with pytest.raises(UserError, match="3 --split values for 2 --list"):
         args.func(args)
-    args = _parser().parse_args(base + ["--overwrite", "--list", str(tmp_path / "nope.txt")])
+    args = _convert_args(base + ["--overwrite", "--list", str(tmp_path / "nope.txt")])
     with pytest.raises(UserError, match="nope.txt"):
         args.func(args)
-    args = _parser().parse_args(["tface", "--out", str(tmp_path / "d2"), "--domain", "O", "--list", str(train),
+    args = _convert_args(["tface", "--out", str(tmp_path / "d2"), "--domain", "O", "--list", str(train),
                                  "--lmdb", str(tmp_path / "no_lmdb")])
     with pytest.raises(UserError, match="no_lmdb"):
         args.func(args)

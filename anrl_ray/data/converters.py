@@ -1,4 +1,4 @@
-"""``anrl-ray convert {oulu,casia,replay,msu}``: raw FAS video datasets -> the Parquet format.
+"""Raw FAS video datasets (OULU-NPU, CASIA-FASD, Replay-Attack, MSU-MFSD) -> the Parquet format.
 
 Each converter walks the dataset's published layout, decodes every video with OpenCV,
 samples N frames evenly (the centres of N equal segments), detects the face, cuts a square
@@ -9,299 +9,30 @@ interrupted conversion leaves nothing that looks complete and never destroys an 
 dataset. Anything that cannot be converted (a file name that fits no pattern, an unreadable
 video, a frame without a face) is listed in ``conversion_report.json``.
 
-Layouts followed (from the datasets' documentation and the loaders of public code that
-reads the original releases: SSDG's ``data_label/generate_label.py``, Idiap's
-``bob.db.casia_fasd`` / ``bob.db.replay``, Tencent/TFace ``DG_dataset.py``):
-
-OULU-NPU  ``ROOT/{Train_files,Dev_files,Test_files}/P_S_UU_F.avi`` -- Phone 1-6,
-    Session 1-3, User 01-55, File (access type) 1 = live, 2-3 = print, 4-5 = display
-    (replay). The split is the folder. The ``.txt`` eye-position files beside the videos
-    are ignored.
-CASIA-FASD  ``ROOT/{train_release,test_release}/<subject>/<video>.avi`` -- 1, 2, HR_1 live;
-    3, 4, HR_2 warped printed photo (``print``); 5, 6, HR_3 printed photo with cut eyes
-    (``cut``); 7, 8, HR_4 video replay (``replay``) (bob.db.casia_fasd's mapping). Subject
-    folders restart at 1 in each release, so subjects are named ``train_release/7``. There
-    is no dev split: the last ``round(dev_fraction * n)`` train subjects in numeric order
-    become dev (0.25 of the 20 gives subjects 16-20, bob's "grandtest" dev set); the list is
-    recorded in the manifest's ``converter_args``.
-Replay-Attack (Idiap)  ``ROOT/{train,devel,test}/real/client001_session01_webcam_authenticate_
-    {adverse,controlled}_N.mov`` and ``ROOT/{train,devel,test}/attack/{fixed,hand}/attack_
-    {print,highdef,mobile}_client001_session01_{highdef,mobile}_{photo,video}_{adverse,
-    controlled}.mov``: ``print`` -> print; ``highdef``/``mobile`` (a photo or video shown on a
-    screen) -> replay. ``devel`` -> dev. ``enroll/`` and ``face-locations/`` are not read.
-    Fixed and hand-held attacks share file names, so video ids keep the folder.
-MSU-MFSD  ``ROOT/scene01/real/real_client001_{android,laptop}_SD_scene01.{mp4,mov}`` and
-    ``ROOT/scene01/attack/attack_client001_{android,laptop}_SD_{ipad_video,iphone_video,
-    printed_photo}_scene01.{mp4,mov}``; ``ROOT/train_sub_list.txt`` / ``ROOT/test_sub_list.txt``
-    list the client numbers of each split. ``printed_photo`` -> print, ``*_video`` -> replay.
-    Dev = the last ``round(dev_fraction * n)`` train clients in numeric order (recorded).
-
-Video ids are the video's path relative to ROOT without its extension (the reference code
-groups frames into videos the same way: by their folder).
+The naming of each dataset and its split rules live in :mod:`anrl_ray.data.layouts`; the
+``anrl-ray convert`` command line in :mod:`anrl_ray.cli.convert`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import multiprocessing as mp
 import re
-import signal
-import sys
-import threading
-import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
 
-from anrl_ray import LIVE, SPOOF
+from anrl_ray import LIVE
 from anrl_ray.data import faces
 from anrl_ray.data.format import DatasetWriter, read_manifest
+from anrl_ray.data.layouts import Layout, VideoMeta, assign_splits, scan
+from anrl_ray.data.output import check_dataset_name, prepare_output
 from anrl_ray.errors import UserError
 
-VIDEO_EXTENSIONS = (".avi", ".mov", ".mp4", ".m4v", ".mkv", ".wmv", ".mpg", ".mpeg", ".3gp", ".webm")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-class NameMismatch(ValueError):
-    """A path that does not fit the dataset's naming pattern (the message says why)."""
-
-
-@dataclass(frozen=True)
-class VideoMeta:
-    """What a dataset's naming tells about one video."""
-
-    rel_path: str  # path relative to the dataset root, POSIX separators
-    video_id: str  # rel_path without the video extension
-    subject_id: str
-    attack_type: str  # one of format.ATTACK_TYPES
-    split: str | None  # "train" | "dev" | "test"; None when a subject list decides (MSU)
-
-    @property
-    def label(self) -> int:
-        return LIVE if self.attack_type == "live" else SPOOF
-
-
-def _video_id(rel: PurePosixPath) -> str:
-    return str(rel.with_suffix("")) if rel.suffix.lower() in VIDEO_EXTENSIONS else str(rel)
-
-
-def _stem(rel: PurePosixPath) -> str:
-    return rel.stem if rel.suffix.lower() in VIDEO_EXTENSIONS else rel.name
-
-
-# ----------------------------------------------------------------------------------------
-# Naming patterns, one parser per dataset. A parser takes a path relative to the dataset
-# root (the last part is a video file, or a folder of its frames) and returns VideoMeta or
-# raises NameMismatch. tface.py reuses them on the folders of the reference's frame lists.
-
-_OULU_SPLITS = {"Train_files": "train", "Dev_files": "dev", "Test_files": "test"}
-_OULU_NAME = re.compile(r"^([1-6])_([1-3])_(\d{2})_([1-5])$")
-_OULU_ATTACK = {1: "live", 2: "print", 3: "print", 4: "replay", 5: "replay"}
-
-
-def parse_oulu(rel: PurePosixPath) -> VideoMeta:
-    """``{Train,Dev,Test}_files/Phone_Session_User_File.avi`` (File 1 live, 2-3 print, 4-5 replay)."""
-    if len(rel.parts) != 2 or rel.parts[0] not in _OULU_SPLITS:
-        raise NameMismatch(f"expected {'|'.join(_OULU_SPLITS)}/P_S_UU_F.avi, got {rel}")
-    m = _OULU_NAME.match(_stem(rel))
-    if not m:
-        raise NameMismatch("name is not Phone(1-6)_Session(1-3)_User(2 digits)_File(1-5), e.g. 1_1_01_1.avi")
-    return VideoMeta(str(rel), _video_id(rel), m.group(3), _OULU_ATTACK[int(m.group(4))], _OULU_SPLITS[rel.parts[0]])
-
-
-_CASIA_SPLITS = {"train_release": "train", "test_release": "test"}
-_CASIA_ATTACK = {
-    **dict.fromkeys(("1", "2", "HR_1"), "live"),
-    **dict.fromkeys(("3", "4", "HR_2"), "print"),  # warped printed photo
-    **dict.fromkeys(("5", "6", "HR_3"), "cut"),  # printed photo with the eyes cut out
-    **dict.fromkeys(("7", "8", "HR_4"), "replay"),  # video on a screen
-}
-
-
-def parse_casia(rel: PurePosixPath) -> VideoMeta:
-    """``{train,test}_release/<subject>/<1-8|HR_1-HR_4>.avi``; split "train" before the dev carve."""
-    if len(rel.parts) != 3 or rel.parts[0] not in _CASIA_SPLITS:
-        raise NameMismatch(f"expected train_release|test_release/<subject>/<video>.avi, got {rel}")
-    if not rel.parts[1].isdigit():
-        raise NameMismatch(f"subject folder {rel.parts[1]!r} is not a number")
-    attack = _CASIA_ATTACK.get(_stem(rel))
-    if attack is None:
-        raise NameMismatch(f"video name {_stem(rel)!r} is not one of {sorted(_CASIA_ATTACK)}")
-    subject = f"{rel.parts[0]}/{int(rel.parts[1])}"
-    return VideoMeta(str(rel), _video_id(rel), subject, attack, _CASIA_SPLITS[rel.parts[0]])
-
-
-_REPLAY_SPLITS = {"train": "train", "devel": "dev", "test": "test"}
-_REPLAY_REAL = re.compile(r"^client(\d+)_session(\d+)_webcam_authenticate_(adverse|controlled)_(\d+)$")
-_REPLAY_ATTACK = re.compile(
-    r"^attack_(print|highdef|mobile)_client(\d+)_session(\d+)_(highdef|mobile)_(photo|video)_(adverse|controlled)$"
-)
-
-
-def parse_replay(rel: PurePosixPath) -> VideoMeta:
-    """``{train,devel,test}/real/client...mov`` or ``.../attack/{fixed,hand}/attack_<medium>_client...mov``."""
-    parts = rel.parts
-    if not parts or parts[0] not in _REPLAY_SPLITS:
-        raise NameMismatch(f"expected train|devel|test/..., got {rel}")
-    stem = _stem(rel)
-    if len(parts) == 3 and parts[1] == "real":
-        m = _REPLAY_REAL.match(stem)
-        if not m:
-            raise NameMismatch("real video name is not client<N>_session<N>_webcam_authenticate_<adverse|controlled>_<N>")
-        return VideoMeta(str(rel), _video_id(rel), m.group(1), "live", _REPLAY_SPLITS[parts[0]])
-    if len(parts) == 4 and parts[1] == "attack" and parts[2] in ("fixed", "hand"):
-        m = _REPLAY_ATTACK.match(stem)
-        if not m:
-            raise NameMismatch(
-                "attack video name is not attack_<print|highdef|mobile>_client<N>_session<N>_"
-                "<highdef|mobile>_<photo|video>_<adverse|controlled>"
-            )
-        attack = "print" if m.group(1) == "print" else "replay"
-        return VideoMeta(str(rel), _video_id(rel), m.group(2), attack, _REPLAY_SPLITS[parts[0]])
-    raise NameMismatch(f"expected <split>/real/<name> or <split>/attack/{{fixed,hand}}/<name>, got {rel}")
-
-
-_MSU_REAL = re.compile(r"^real_client(\d+)_(android|laptop)_(SD|HD)_(scene\d+)$")
-_MSU_ATTACK = re.compile(r"^attack_client(\d+)_(android|laptop)_(SD|HD)_(ipad_video|iphone_video|printed_photo)_(scene\d+)$")
-
-
-def parse_msu(rel: PurePosixPath) -> VideoMeta:
-    """``scene01/{real,attack}/...``; split None (decided by train/test_sub_list.txt)."""
-    parts = rel.parts
-    if len(parts) != 3 or not parts[0].startswith("scene") or parts[1] not in ("real", "attack"):
-        raise NameMismatch(f"expected scene01/real/<name> or scene01/attack/<name>, got {rel}")
-    stem = _stem(rel)
-    if parts[1] == "real":
-        m = _MSU_REAL.match(stem)
-        if not m:
-            raise NameMismatch("real video name is not real_client<NNN>_<android|laptop>_SD_scene01")
-        return VideoMeta(str(rel), _video_id(rel), f"{int(m.group(1)):03d}", "live", None)
-    m = _MSU_ATTACK.match(stem)
-    if not m:
-        raise NameMismatch(
-            "attack video name is not attack_client<NNN>_<android|laptop>_SD_<ipad_video|iphone_video|printed_photo>_scene01"
-        )
-    attack = "print" if m.group(4) == "printed_photo" else "replay"
-    return VideoMeta(str(rel), _video_id(rel), f"{int(m.group(1)):03d}", attack, None)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """One raw dataset: where its videos live and how their names read."""
-
-    name: str
-    domain: str
-    title: str
-    split_dirs: tuple[str, ...]  # folders under ROOT that hold the videos
-    parse: Callable[[PurePosixPath], VideoMeta]
-    expected: str  # the layout in one line, for error messages
-
-
-LAYOUTS: dict[str, Layout] = {
-    "oulu": Layout(
-        "oulu", "O", "OULU-NPU", ("Train_files", "Dev_files", "Test_files"), parse_oulu,
-        "ROOT/{Train_files,Dev_files,Test_files}/<Phone>_<Session>_<User>_<File>.avi, e.g. Train_files/1_1_01_1.avi",
-    ),
-    "casia": Layout(
-        "casia", "C", "CASIA-FASD", ("train_release", "test_release"), parse_casia,
-        "ROOT/{train_release,test_release}/<subject>/{1..8,HR_1..HR_4}.avi, e.g. train_release/1/HR_1.avi",
-    ),
-    "replay": Layout(
-        "replay", "I", "Idiap Replay-Attack", ("train", "devel", "test"), parse_replay,
-        "ROOT/{train,devel,test}/real/client001_session01_webcam_authenticate_adverse_1.mov and "
-        "ROOT/{train,devel,test}/attack/{fixed,hand}/attack_highdef_client001_session01_highdef_photo_adverse.mov",
-    ),
-    "msu": Layout(
-        "msu", "M", "MSU-MFSD", ("scene01",), parse_msu,
-        "ROOT/scene01/{real,attack}/real_client001_android_SD_scene01.mp4 ... plus "
-        "ROOT/train_sub_list.txt and ROOT/test_sub_list.txt",
-    ),
-}
-LAYOUT_OF_DOMAIN = {layout.domain: layout for layout in LAYOUTS.values()}
-
-
-def scan(layout: Layout, root: Path) -> tuple[list[VideoMeta], list[tuple[str, str]]]:
-    """Videos under ``root`` that fit ``layout``, and (path, reason) for those that do not.
-
-    Only files with a video extension inside the layout's split folders are considered;
-    annotation files next to them (``.txt``, ``.face``) are not videos and are skipped.
-    """
-    if not root.is_dir():
-        raise UserError(f"--root {root} is not a folder; expected the {layout.title} layout: {layout.expected}")
-    present = [d for d in layout.split_dirs if (root / d).is_dir()]
-    if not present:
-        raise UserError(
-            f"--root {root} contains none of {', '.join(layout.split_dirs)}; expected the {layout.title} layout: "
-            f"{layout.expected}"
-        )
-    metas, bad = [], []
-    for d in present:
-        for path in sorted((root / d).rglob("*")):
-            if not path.is_file() or path.suffix.lower() not in VIDEO_EXTENSIONS:
-                continue
-            rel = PurePosixPath(path.relative_to(root).as_posix())
-            try:
-                metas.append(layout.parse(rel))
-            except NameMismatch as e:
-                bad.append((str(rel), f"file name fits no {layout.title} pattern: {e}"))
-    if not metas:
-        raise UserError(
-            f"no {layout.title} video found under {root} ({len(bad)} video files with other names, e.g. "
-            f"{[b[0] for b in bad[:3]]}); expected: {layout.expected}"
-        )
-    return metas, bad
-
-
-def _subject_number(subject: str) -> int:
-    return int(re.findall(r"\d+", subject)[-1])
-
-
-def carve_dev_subjects(subjects: Iterable[str], fraction: float) -> list[str]:
-    """The last ``round(fraction * n)`` subjects in numeric order (at least 1, leaving 1 for train)."""
-    ordered = sorted(set(subjects), key=_subject_number)
-    if fraction <= 0 or len(ordered) < 2:
-        return []
-    k = min(max(1, round(fraction * len(ordered))), len(ordered) - 1)
-    return ordered[-k:]
-
-
-def read_subject_list(path: Path) -> set[int]:
-    """Client numbers in an MSU ``*_sub_list.txt`` (any whitespace, with or without zero padding)."""
-    return {int(n) for n in re.findall(r"\d+", path.read_text())}
-
-
-def assign_splits(
-    layout: Layout, root: Path, metas: list[VideoMeta], dev_fraction: float
-) -> tuple[list[VideoMeta], list[tuple[str, str]], dict]:
-    """Final train/dev/test of every video, failures for videos of no split, and what was decided."""
-    info: dict = {}
-    bad: list[tuple[str, str]] = []
-    if layout.name == "msu":
-        lists = {s: root / f"{s}_sub_list.txt" for s in ("train", "test")}
-        missing = [str(p) for p in lists.values() if not p.is_file()]
-        if missing:
-            raise UserError(f"MSU-MFSD client lists not found: {', '.join(missing)}; expected {layout.expected}")
-        train, test = (read_subject_list(lists[s]) for s in ("train", "test"))
-        if train & test:
-            raise UserError(f"{lists['train']} and {lists['test']} share clients {sorted(train & test)}")
-        info.update(train_subjects=sorted(train), test_subjects=sorted(test))
-        kept = []
-        for m in metas:
-            n = int(m.subject_id)
-            if n in train or n in test:
-                kept.append(replace(m, split="train" if n in train else "test"))
-            else:
-                bad.append((m.rel_path, f"client {m.subject_id} is in neither train_sub_list.txt nor test_sub_list.txt"))
-        metas = kept
-    if layout.name in ("casia", "msu"):
-        dev = set(carve_dev_subjects([m.subject_id for m in metas if m.split == "train"], dev_fraction))
-        info.update(dev_fraction=dev_fraction, dev_subjects=sorted(dev, key=_subject_number))
-        metas = [replace(m, split="dev") if m.subject_id in dev else m for m in metas]
-    return metas, bad, info
 
 
 # ----------------------------------------------------------------------------------------
@@ -488,10 +219,25 @@ def convert_videos(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Convert one raw dataset into ``out_dir`` (the domain's folder); returns its manifest."""
-    root = Path(root)
-    if out_dir.exists() and not overwrite:
-        raise UserError(f"{out_dir} already exists; pass --overwrite to replace it or choose another --out")
+    """Convert one raw dataset into ``out_dir`` (the domain's folder); returns its manifest.
+
+    Args:
+        layout: the dataset's layout (:data:`anrl_ray.data.layouts.LAYOUTS`).
+        root: the dataset folder as released.
+        out_dir: the dataset folder to write, ``OUT/<domain>``.
+        settings: sampling, crop and encoding of the frames.
+        domain: domain name stored in the rows (default: the layout's, e.g. ``O``).
+        dev_fraction: CASIA/MSU: fraction of train subjects moved to dev.
+        workers: processes decoding videos in parallel.
+        overwrite: replace ``out_dir`` if it is a dataset folder (never another folder).
+        progress: called with (videos done, videos in all) after each video.
+
+    Raises:
+        UserError: a bad name, root, depth folder or output folder (the message says which).
+    """
+    root, out_dir = Path(root), Path(out_dir)
+    domain = check_dataset_name(layout.domain if domain is None else domain, "--domain")
+    prepare_output(out_dir, overwrite=overwrite)
     if settings.depth_dir and not Path(settings.depth_dir).is_dir():
         raise UserError(f"--depth-dir {settings.depth_dir} is not a folder")
     metas, bad = scan(layout, root)
@@ -510,7 +256,7 @@ def convert_videos(
     )
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(
-            DatasetWriter(out_dir, domain=domain or layout.domain, converter=layout.name, converter_args=args, overwrite=overwrite)
+            DatasetWriter(out_dir, domain=domain, converter=layout.name, converter_args=args, overwrite=overwrite)
         )
         for rel, reason in bad + unassigned:
             writer.fail(rel, reason)
@@ -530,125 +276,3 @@ def convert_videos(
             if progress:
                 progress(done, len(metas))
     return read_manifest(out_dir)
-
-
-@contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Within the block, SIGTERM (a scheduler or ``kill``) raises SystemExit like Ctrl-C raises
-    KeyboardInterrupt, so DatasetWriter removes its partial folder instead of leaving it behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum, frame):
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-# ----------------------------------------------------------------------------------------
-# CLI
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text}")
-    return value
-
-
-def _margin(text: str) -> float:
-    value = float(text)
-    if value < 0.0:
-        raise argparse.ArgumentTypeError(f"expected a margin >= 0, got {text}")
-    return value
-
-
-def _quality(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"expected a JPEG quality in 1..100, got {text}")
-    return value
-
-
-def add_image_options(p: argparse.ArgumentParser, *, frames: bool = True, margin: float = 0.25) -> None:
-    """Options shared by the video converters and ``convert tface``."""
-    p.add_argument("--out", required=True, type=Path,
-                   help="data root: the dataset is written to OUT/<domain> (what --data points at later)")
-    if frames:
-        p.add_argument("--frames-per-video", type=_positive_int, default=25, metavar="N",
-                       help="frames sampled evenly from each video (default 25)")
-    p.add_argument("--img-size", type=_positive_int, default=256, metavar="S", help="side of the square crops (default 256)")
-    p.add_argument("--margin", type=_margin, default=margin, metavar="M",
-                   help=f"crop side = face side * (1 + M), M/2 on each side, as the reference's add_face_margin "
-                        f"(default {margin})")
-    if frames:
-        p.add_argument("--depth-dir", type=Path, metavar="D",
-                       help="user depth renders (e.g. PRNet) mirroring the raw layout: D/<video path without "
-                            "extension>/<frame number>.png, full-frame; default: the procedural face template")
-    p.add_argument("--detector", choices=faces.DETECTORS, default="auto",
-                   help="face detector (auto = yuface, else the OpenCV Haar cascade)")
-    p.add_argument("--jpeg-quality", type=_quality, default=95)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset (only once the new one is complete)")
-
-
-def register_cli(subparsers) -> None:
-    """Add ``oulu``, ``casia``, ``replay``, ``msu`` and ``tface`` to the ``convert`` subparsers."""
-    from anrl_ray.data import tface  # here, not at import time: tface imports this module
-
-    for layout in LAYOUTS.values():
-        p = subparsers.add_parser(
-            layout.name,
-            help=f"convert {layout.title} videos",
-            description=f"Convert {layout.title} ({layout.expected}) into the Parquet format.",
-        )
-        p.add_argument("--root", required=True, type=Path, help=f"the {layout.title} folder as released")
-        add_image_options(p)
-        p.add_argument("--domain", default=layout.domain, help=f"domain name, also the output folder (default {layout.domain})")
-        if layout.name in ("casia", "msu"):
-            p.add_argument("--dev-fraction", type=_fraction, default=0.25,
-                           help="fraction of train subjects moved to dev, the last ones in numeric order (default 0.25)")
-        p.add_argument("--workers", type=_positive_int, default=1, help="processes decoding videos in parallel (default 1)")
-        p.set_defaults(func=run_video_converter, layout=layout.name)
-    tface.register_cli(subparsers)
-
-
-def run_video_converter(args: argparse.Namespace) -> int:
-    layout = LAYOUTS[args.layout]
-    settings = FrameSettings(
-        frames_per_video=args.frames_per_video,
-        img_size=args.img_size,
-        margin=args.margin,
-        detector=args.detector,
-        jpeg_quality=args.jpeg_quality,
-        depth_dir=str(args.depth_dir) if args.depth_dir else None,
-    )
-    out_dir = Path(args.out) / args.domain
-    started = time.time()
-
-    def progress(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 20) == 0:
-            print(f"{layout.name}: {done}/{total} videos ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
-
-    with sigterm_raises():
-        manifest = convert_videos(
-            layout, Path(args.root), out_dir, settings, domain=args.domain,
-            dev_fraction=getattr(args, "dev_fraction", 0.25), workers=args.workers, overwrite=args.overwrite,
-            progress=progress,
-        )
-    print(
-        f"wrote {out_dir}: {manifest['num_rows']} face crops from {manifest['num_videos']} videos; "
-        f"{manifest['failed_inputs']} inputs failed (listed in {out_dir / 'conversion_report.json'})"
-    )
-    return 0

@@ -202,20 +202,26 @@ def _cut(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
     return out
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` resized to ``size x size`` (area filter when shrinking, bilinear when growing).
+
+    An image that already has that size is returned as it is.
+    """
+    if image.shape[:2] == (size, size):
+        return image
+    interp = cv2.INTER_AREA if max(image.shape[:2]) > size else cv2.INTER_LINEAR
     return cv2.resize(image, (size, size), interpolation=interp)
 
 
 def crop_square(image_bgr: np.ndarray, box: tuple[float, float, float, float], margin: float, size: int) -> Crop:
     """Square crop around ``box`` enlarged by ``margin``, resized to ``size x size``."""
     x0, y0, side = square_box(box, margin)
-    return Crop(image=_resize(_cut(image_bgr, x0, y0, side), size), origin=(x0, y0), side=side, size=size)
+    return Crop(image=resize_square(_cut(image_bgr, x0, y0, side), size), origin=(x0, y0), side=side, size=size)
 
 
 def crop_like(image: np.ndarray, crop: Crop) -> np.ndarray:
     """Cut the same square as ``crop`` out of another map of the frame (e.g. a depth map)."""
-    return _resize(_cut(image, crop.origin[0], crop.origin[1], crop.side), crop.size)
+    return resize_square(_cut(image, crop.origin[0], crop.origin[1], crop.side), crop.size)
 
 
 # ----------------------------------------------------------------------------------------
@@ -315,13 +321,18 @@ def face_depth(crop: Crop, face: Face) -> np.ndarray:
 def read_depth_map(path: str | Path) -> np.ndarray | None:
     """A user-supplied depth render as 8-bit grayscale, or None if it cannot be read."""
     try:
-        return decode_gray(Path(path).read_bytes())
+        return decode_gray_or_none(Path(path).read_bytes())
     except OSError:
         return None
 
 
-def decode_gray(data: bytes | None) -> np.ndarray | None:
-    """Encoded image bytes -> 2-D uint8 (16-bit renders are scaled to 8 bits); None if undecodable."""
+def decode_gray_or_none(data: bytes | None) -> np.ndarray | None:
+    """User depth renders: encoded image bytes -> 2-D uint8, or None if missing or undecodable.
+
+    Accepts 8- and 16-bit (scaled to 8 bits), grayscale or colour images. The training
+    pipeline reads the stored 8-bit depth PNGs with :func:`anrl_ray.data.transforms.decode_gray`,
+    which raises instead.
+    """
     if not data:
         return None
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)

@@ -1,4 +1,4 @@
-"""``anrl-ray convert tface``: import the reference implementation's frame lists (+ LMDB).
+"""Import the reference implementation's (Tencent/TFace) frame lists (+ LMDB) into the Parquet format.
 
 The reference (Tencent/TFace, ``security/tasks/Face-Anti-Spoofing/ANRL/datasets/DG_dataset.py``
 with ``security/common/utils/face_utils.py``) reads its data as follows, and this importer
@@ -32,15 +32,13 @@ reads the same inputs the same way:
 
 Frames are grouped into videos by their folder, as the reference's evaluation does. The
 video, subject and attack type are read from the folder's path with the raw dataset's naming
-(:mod:`anrl_ray.data.converters`, chosen by ``--domain`` O/C/I/M or ``--layout``); the split
+(:mod:`anrl_ray.data.layouts`, chosen by ``--domain`` O/C/I/M or ``--layout``); the split
 comes from ``--split`` (one per list) or else from that path.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
@@ -50,15 +48,9 @@ import numpy as np
 
 from anrl_ray import LIVE, SPOOF
 from anrl_ray.data import faces
-from anrl_ray.data.converters import (
-    LAYOUT_OF_DOMAIN,
-    LAYOUTS,
-    NameMismatch,
-    VideoMeta,
-    add_image_options,
-    sigterm_raises,
-)
-from anrl_ray.data.format import ATTACK_TYPES, SPLITS, DatasetWriter, read_manifest
+from anrl_ray.data.format import DatasetWriter, read_manifest
+from anrl_ray.data.layouts import LAYOUT_OF_DOMAIN, LAYOUTS, NameMismatch, VideoMeta
+from anrl_ray.data.output import check_dataset_name, prepare_output
 from anrl_ray.errors import UserError
 
 # The reference's depth-path rule: (token, replacement), the first token found wins.
@@ -150,6 +142,17 @@ def meta_from_path(image_path: str, layout_name: str | None) -> VideoMeta | None
         except NameMismatch:
             continue
     return None
+
+
+def resolve_layout(choice: str, domain: str) -> str | None:
+    """The raw-dataset naming to read paths with: ``auto`` = by domain O/C/I/M, ``none`` = None."""
+    if choice == "auto":
+        return LAYOUT_OF_DOMAIN[domain].name if domain in LAYOUT_OF_DOMAIN else None
+    if choice == "none":
+        return None
+    if choice not in LAYOUTS:
+        raise UserError(f"--layout {choice!r}: choose auto, none or one of {', '.join(LAYOUTS)}")
+    return choice
 
 
 def _frame_number(image_path: str, fallback: int) -> int:
@@ -250,9 +253,26 @@ def import_lists(
     image_root: Path | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """Import reference lists into ``out_dir`` (the domain's folder); returns its manifest."""
-    if out_dir.exists() and not overwrite:
-        raise UserError(f"{out_dir} already exists; pass --overwrite to replace it or choose another --out")
+    """Import reference lists into ``out_dir`` (the domain's folder); returns its manifest.
+
+    Args:
+        list_paths: the reference's data lists.
+        splits: the split of each list, or None to read it from the frame's path.
+        out_dir: the dataset folder to write, ``OUT/<domain>``.
+        domain: domain name stored in the rows.
+        settings: labels, depth, crop and encoding rules.
+        lmdb_dir: the reference's LMDB (keys = list paths); None reads image files.
+        image_root: the folder relative image paths are under (without ``lmdb_dir``).
+        overwrite: replace ``out_dir`` if it is a dataset folder (never another folder).
+
+    Raises:
+        UserError: a bad name, list, LMDB or output folder (the message says which).
+    """
+    out_dir = Path(out_dir)
+    check_dataset_name(domain, "--domain")
+    prepare_output(out_dir, overwrite=overwrite)
+    if len(splits) != len(list_paths):
+        raise UserError(f"{len(splits)} splits for {len(list_paths)} lists; give one split (or None) per list")
     for p in list_paths:
         if not Path(p).is_file():
             raise UserError(f"--list {p} is not a file; expected a reference data list ('<image path> <label> ...' per line)")
@@ -348,7 +368,7 @@ def _convert_entry(
     depth = None
     if label == LIVE:
         key = reference_depth_key(entry.image_path, s.depth_rules)
-        depth = faces.decode_gray(store.get(key)) if key is not None else None
+        depth = faces.decode_gray_or_none(store.get(key)) if key is not None else None
         if depth is not None and depth.shape[:2] != image.shape[:2]:
             depth = cv2.resize(depth, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
 
@@ -369,12 +389,12 @@ def _convert_entry(
 
     size = s.img_size
     passthrough = window is None and image.shape[:2] == (size, size) and _image_format(data) is not None
-    image_bytes = data if passthrough else faces.encode_jpeg(_resize(image, size), s.jpeg_quality)
+    image_bytes = data if passthrough else faces.encode_jpeg(faces.resize_square(image, size), s.jpeg_quality)
     image_format = _image_format(data) if passthrough else "jpeg"
 
     if label == LIVE:
         if depth is not None:
-            depth = _resize(depth, size)
+            depth = faces.resize_square(depth, size)
         elif s.missing_depth == "template":
             depth = _template(entry, image, window, size, detector)
             if depth is None:
@@ -402,13 +422,6 @@ def _convert_entry(
     ), ""
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[:2] == (size, size):
-        return image
-    interp = cv2.INTER_AREA if max(image.shape[:2]) > size else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interp)
-
-
 def _template(
     entry: ListEntry, cropped: np.ndarray, window: tuple[int, int, int, int] | None, size: int,
     detector: faces.FaceDetector | None,
@@ -428,84 +441,3 @@ def _template(
     lm = None if face.landmarks is None else face.landmarks * scale
     x, y, bw, bh = face.box
     return faces.template_depth(size, landmarks=lm, box=(x * scale[0], y * scale[1], bw * scale[0], bh * scale[1]))
-
-
-# ----------------------------------------------------------------------------------------
-# CLI
-
-
-def _replace_rule(text: str) -> tuple[str, str]:
-    if "=" not in text or not text.split("=", 1)[0]:
-        raise argparse.ArgumentTypeError(f"expected OLD=NEW (e.g. Oulu_NPU=Oulu_NPU_depth), got {text!r}")
-    old, new = text.split("=", 1)
-    return old, new
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "tface",
-        help="import the reference implementation's (Tencent/TFace) data lists and LMDB",
-        description=(__doc__ or "").split("\n\n")[0],
-    )
-    p.add_argument("--list", dest="lists", action="append", required=True, type=Path, metavar="FILE",
-                   help="a reference data list; repeat for several")
-    p.add_argument("--split", dest="splits", action="append", choices=SPLITS, metavar="{train,dev,test}",
-                   help="split of each --list, in the same order (once for all lists); default: from the paths")
-    p.add_argument("--domain", required=True, help="domain name, also the output folder (O, C, I, M, ...)")
-    p.add_argument("--lmdb", type=Path, metavar="DIR", help="the reference LMDB (keys = list paths); default: files")
-    p.add_argument("--image-root", type=Path, metavar="DIR", help="folder that relative list paths are under (no --lmdb)")
-    add_image_options(p, frames=False, margin=2.0)
-    p.add_argument("--crop", choices=CROPS, default="none",
-                   help="face crop from the list's box or landmarks, as the reference (default none, as its configs)")
-    p.add_argument("--live-label", type=int, choices=(0, 1), default=0,
-                   help="the list's label for live faces (reference: 0; any other label is spoof)")
-    p.add_argument("--depth-replace", dest="depth_rules", action="append", type=_replace_rule, metavar="OLD=NEW",
-                   help="depth key = image path with OLD replaced by NEW (first rule that applies; default: the "
-                        "reference's replayattack/CASIA_database/MSU-MFSD/Oulu_NPU -> *_depth)")
-    p.add_argument("--missing-depth", choices=MISSING_DEPTH, default="fail",
-                   help="a live frame without a depth map: fail (listed in the report), template (procedural "
-                        "template placed with the list's landmarks/box), none (kept without depth)")
-    p.add_argument("--layout", choices=("auto", "none", *LAYOUTS), default="auto",
-                   help="raw-dataset naming to read video/subject/attack type from paths (auto: by --domain O/C/I/M)")
-    p.add_argument("--default-attack", choices=[a for a in ATTACK_TYPES if a != "live"],
-                   help="attack type of spoof frames whose path fits no naming (default: such frames fail)")
-    p.set_defaults(func=run_tface)
-
-
-def run_tface(args: argparse.Namespace) -> int:
-    lists = list(args.lists)
-    splits = list(args.splits or [])
-    if len(splits) == 1 and len(lists) > 1:
-        splits = splits * len(lists)
-    if splits and len(splits) != len(lists):
-        raise UserError(f"{len(splits)} --split values for {len(lists)} --list files; give one per list, or one for all")
-    if not splits:
-        splits = [None] * len(lists)
-    if args.layout == "auto":
-        layout = LAYOUT_OF_DOMAIN[args.domain].name if args.domain in LAYOUT_OF_DOMAIN else None
-    else:
-        layout = None if args.layout == "none" else args.layout
-    if args.lmdb is None and args.image_root is not None and not args.image_root.is_dir():
-        raise UserError(f"--image-root {args.image_root} is not a folder")
-    settings = ImportSettings(
-        img_size=args.img_size,
-        crop=args.crop,
-        margin=args.margin,
-        live_label=args.live_label,
-        depth_rules=tuple(args.depth_rules) if args.depth_rules else REFERENCE_DEPTH_RULES,
-        missing_depth=args.missing_depth,
-        layout=layout,
-        default_attack=args.default_attack,
-        detector=args.detector,
-        jpeg_quality=args.jpeg_quality,
-    )
-    out_dir = Path(args.out) / args.domain
-    with sigterm_raises():
-        manifest = import_lists(lists, splits, out_dir, args.domain, settings, lmdb_dir=args.lmdb,
-                                image_root=args.image_root, overwrite=args.overwrite)
-    print(
-        f"wrote {out_dir}: {manifest['num_rows']} frames of {manifest['num_videos']} videos; "
-        f"{manifest['failed_inputs']} lines failed (listed in {out_dir / 'conversion_report.json'})",
-        file=sys.stdout,
-    )
-    return 0

@@ -45,7 +45,10 @@ def decode_bgr(data: bytes) -> np.ndarray:
 
 
 def decode_gray(data: bytes) -> np.ndarray:
-    """Encoded 8-bit grayscale PNG bytes -> uint8 ``(H, W)``."""
+    """Encoded 8-bit grayscale PNG bytes (a stored depth map) -> uint8 ``(H, W)``; ValueError if undecodable.
+
+    (User depth renders of any bit depth are read by :func:`anrl_ray.data.faces.decode_gray_or_none`.)
+    """
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     if img is None:
         raise ValueError(f"could not decode a depth map of {len(data)} bytes")
