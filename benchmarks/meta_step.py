@@ -5,6 +5,10 @@ Synthetic data; prints ONE JSON line: images/s, s/step, peak memory, config.
     python benchmarks/meta_step.py --img-size 64 --width 0.25 --batch-per-class 4 --domains 3 \\
         --mode maml --device cpu --steps 5 --warmup 1
     python benchmarks/meta_step.py --img-size 256 --width 1.0 --device cuda --bf16 --steps 20 --warmup 3
+    python benchmarks/meta_step.py --backbone resnet18 --img-size 32 --device cpu --steps 5 --warmup 1
+
+``--backbone`` is ``anrl`` or a timm CNN name (``anrl_ray.backbones``; ``--width`` then scales
+only the depth head).
 
 Peak memory: CPU = the process's max RSS (``resource.getrusage``, includes the Python runtime);
 CUDA = ``torch.cuda.max_memory_allocated`` (tensors only).
@@ -28,6 +32,7 @@ from anrl_ray.model import build_model
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbone", default="anrl", help="anrl or a timm CNN name (resnet18, resnet50, efficientnet_b0, ...)")
     p.add_argument("--img-size", type=int, default=64)
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--batch-per-class", type=int, default=4, help="B: live and spoof samples per domain")
@@ -59,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    model = build_model(width=args.width, norm=args.norm, attention=args.attention)
+    model = build_model(backbone=args.backbone, width=args.width, norm=args.norm, attention=args.attention)
     learner = MetaLearner(model, args.domains, mode=args.mode).to(device).train()
     opt = torch.optim.Adam(learner.parameters(), lr=1e-4, weight_decay=1e-5)
 
