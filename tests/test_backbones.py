@@ -205,8 +205,10 @@ def test_config_backbone_and_pretrained_path(tmp_path) -> None:
 @pytest.mark.integration
 def test_tiny_trial_with_resnet18(tiny_data, ray_local, tmp_path) -> None:
     """One epoch of a real Ray Train trial (2 DDP workers) with a timm ResNet-18 backbone."""
+    from anrl_ray.checkpoint import load_checkpoint
+    from anrl_ray.experiment import RECORDS_FILE
     from anrl_ray.records import read_records
-    from anrl_ray.trial import RECORDS_FILE, load_checkpoint, run_trial
+    from anrl_ray.trial import run_trial
 
     base = {"protocol": "OCI_M", "data_root": tiny_data, "num_workers": 2}
     cfg = load_config(None, {"backbone": "resnet18", "epochs": 1, "batch_per_class": 2, "max_steps_per_epoch": 2,
