@@ -6,11 +6,14 @@ trained with cross-entropy only (ERM, balanced batches: B live + B spoof per tra
   (a) in-domain:    train on X's train subjects,                  test on X's test subjects;
   (b) cross-domain: train on the other domains' train subjects,   test on X's test subjects.
 
-A DG benchmark needs (a) easy and (b) clearly worse but well above chance. Prints a markdown
-table and one JSON line (frame-level AUC, HTER at the test EER threshold, and HTER at the
-threshold of the training domains' dev split - the realistic one).
+A DG benchmark needs (a) easy and (b) clearly worse but well above chance. Each seed generates
+its own benchmark (generator seed = training seed; ``--data`` fixes the data instead) and trains
+every model with that seed. Prints a markdown table (mean ± SEM over seeds of frame-level AUC,
+HTER at the test scores' own EER threshold, and HTER at the EER threshold of the training
+domains' dev split - the realistic one) and one JSON line with every seed's numbers.
 
-    .venv/bin/python benchmarks/synthetic_dg_gap.py                 # generates the default benchmark
+    .venv/bin/python benchmarks/synthetic_dg_gap.py                  # one seed, default benchmark
+    nice -n 10 .venv/bin/python benchmarks/synthetic_dg_gap.py --seeds 3
     .venv/bin/python benchmarks/synthetic_dg_gap.py --data DIR --steps 300 --img-size 32
 """
 
@@ -32,22 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anrl_ray.data import synthetic  # noqa: E402
 from anrl_ray.data.format import iter_rows  # noqa: E402
 from anrl_ray.data.transforms import FASTransform  # noqa: E402
+from anrl_ray.metrics import evaluate_scores  # noqa: E402
 from anrl_ray.model import build_model  # noqa: E402
 
-try:
-    from anrl_ray.metrics import evaluate_scores
-except ImportError:  # pragma: no cover - the metrics module is written concurrently
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    def evaluate_scores(scores, labels, threshold=None):
-        fpr, tpr, thr = roc_curve(labels, scores)
-        i = int(np.nanargmin(np.abs(fpr - (1 - tpr))))
-        out = {"auc": float(roc_auc_score(labels, scores)), "eer_threshold": float(thr[i]),
-               "hter_eer": float((fpr[i] + 1 - tpr[i]) / 2)}
-        if threshold is not None:
-            s, y = np.asarray(scores), np.asarray(labels)
-            out["hter"] = float((np.mean(s[y == 0] >= threshold) + np.mean(s[y == 1] < threshold)) / 2)
-        return out
+METRICS = ("auc", "hter_eer", "hter_dev_thr")
 
 
 def load_domain(root: Path, domain: str, size: int) -> dict[str, dict[str, torch.Tensor]]:
@@ -63,6 +54,7 @@ def load_domain(root: Path, domain: str, size: int) -> dict[str, dict[str, torch
 
 
 def train_erm(train_sets: list[dict], args: argparse.Namespace, seed: int) -> torch.nn.Module:
+    """Plain-BN ERM: ``args.steps`` Adam steps on balanced batches (B live + B spoof per domain), flips."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = build_model(norm="batch", width=args.width, in_channels=6).to(args.device)
@@ -83,11 +75,13 @@ def train_erm(train_sets: list[dict], args: argparse.Namespace, seed: int) -> to
 
 @torch.no_grad()
 def scores(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Spoof probability per frame."""
     model.eval()
     return torch.cat([torch.softmax(model(x[i : i + 256]).logits, 1)[:, 1] for i in range(0, len(x), 256)]).cpu().numpy()
 
 
 def evaluate(model: torch.nn.Module, test: dict, dev_sets: list[dict]) -> dict[str, float]:
+    """AUC and HTER on ``test``; the operating threshold is the EER threshold of the training domains' dev split."""
     dev_s = np.concatenate([scores(model, d["x"]) for d in dev_sets])
     dev_y = np.concatenate([d["y"].cpu().numpy() for d in dev_sets])
     thr = evaluate_scores(dev_s, dev_y)["eer_threshold"]
@@ -95,68 +89,78 @@ def evaluate(model: torch.nn.Module, test: dict, dev_sets: list[dict]) -> dict[s
     return {"auc": round(m["auc"], 4), "hter_eer": round(m["hter_eer"], 4), "hter_dev_thr": round(m["hter"], 4)}
 
 
+def mean_sem(values: list[float]) -> dict[str, float]:
+    """Mean and standard error of the mean (0 for a single value)."""
+    v = np.asarray(values, float)
+    sem = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+    return {"mean": round(float(v.mean()), 4), "sem": round(sem, 4)}
+
+
+def run_seed(root: Path, seed: int, targets: list[str], args: argparse.Namespace) -> dict[str, dict[str, dict]]:
+    """{target: {"in": metrics, "cross": metrics}} for one seed's data and training seed."""
+    data = {d: load_domain(root, d, args.img_size) for d in synthetic.DOMAINS}
+    for d in data.values():
+        for s in d.values():
+            s["x"], s["y"] = s["x"].to(args.device), s["y"].to(args.device)
+    out: dict[str, dict[str, dict]] = {}
+    for target in targets:
+        others = [d for d in synthetic.DOMAINS if d != target]
+        out[target] = {}
+        for setting, sources in (("in", [target]), ("cross", others)):
+            t0 = time.time()
+            model = train_erm([data[s]["train"] for s in sources], args, seed)
+            m = evaluate(model, data[target]["test"], [data[s]["dev"] for s in sources])
+            out[target][setting] = {**m, "seconds": round(time.time() - t0, 1)}
+            print(f"seed {seed} {target} {setting:5s} {out[target][setting]}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", help="data root with O, C, I, M (default: generate the default benchmark in a temp dir)")
+    p.add_argument("--data", help="data root with O, C, I, M (default: generate the default benchmark per seed in a temp dir)")
     p.add_argument("--targets", default="O,C,I,M")
     p.add_argument("--img-size", type=int, default=32)
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--batch", type=int, default=8, help="per training domain and class")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seeds", type=int, default=1, help="training seeds to average")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1: each generates its own benchmark and trains with that seed")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--gen", default="", help="generator overrides for the temp benchmark, e.g. subjects=30,frames_per_video=6")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    targets = args.targets.split(",")
+    kw = {k: int(v) for k, v in (kv.split("=") for kv in args.gen.split(",") if kv)}
 
-    tmp = None
-    root = Path(args.data) if args.data else None
-    gen_seconds = None
-    if root is None:
-        tmp = tempfile.TemporaryDirectory(prefix="anrl-dg-gap-")
-        root = Path(tmp.name)
-        kw = {k: int(v) for k, v in (kv.split("=") for kv in args.gen.split(",") if kv)}
-        summary = synthetic.generate(root, **kw)
-        gen_seconds = summary["seconds"]
-        print(f"generated {summary['rows']} rows in {summary['seconds']} s ({summary['frames_per_second']} frames/s)", flush=True)
-    domains = synthetic.DOMAINS
-    data = {d: load_domain(root, d, args.img_size) for d in domains}
-    dev = args.device
-    for d in data.values():
-        for s in d.values():
-            s["x"], s["y"] = s["x"].to(dev), s["y"].to(dev)
+    per_seed: list[dict] = []
+    gen_seconds: list[float] = []
+    for seed in range(args.seeds):
+        with tempfile.TemporaryDirectory(prefix="anrl-dg-gap-") as tmp:
+            root = Path(args.data) if args.data else Path(tmp)
+            if not args.data:
+                summary = synthetic.generate(root, seed=seed, **kw)
+                gen_seconds.append(summary["seconds"])
+                print(f"seed {seed}: generated {summary['rows']} rows in {summary['seconds']} s", flush=True)
+            per_seed.append(run_seed(root, seed, targets, args))
 
-    results = []
-    for target in args.targets.split(","):
-        others = [d for d in domains if d != target]
-        row: dict = {"target": target}
-        for setting, sources in (("in", [target]), ("cross", others)):
-            runs = []
-            t0 = time.time()
-            for seed in range(args.seeds):
-                model = train_erm([data[s]["train"] for s in sources], args, seed)
-                runs.append(evaluate(model, data[target]["test"], [data[s]["dev"] for s in sources]))
-            row[setting] = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in runs[0]}
-            row[setting]["seconds"] = round(time.time() - t0, 1)
-            print(f"{target} {setting:5s} {row[setting]}", flush=True)
-        results.append(row)
+    results = [{"target": t, **{s: {k: mean_sem([r[t][s][k] for r in per_seed]) for k in METRICS} for s in ("in", "cross")}}
+               for t in targets]
 
-    print("\n| target | in-domain AUC | in-domain HTER | cross-domain AUC | cross-domain HTER | cross HTER @ source-dev thr |")
-    print("|---|---|---|---|---|---|")
+    def cell(m: dict) -> str:
+        return f"{m['mean']:.3f} ± {m['sem']:.3f}"
+
+    print(f"\nmean ± SEM over {args.seeds} seed(s)")
+    print("| target | in-domain AUC | in-domain HTER | cross-domain AUC | cross-domain HTER | in-domain HTER @ dev thr "
+          "| cross HTER @ source-dev thr |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['target']} | {r['in']['auc']:.3f} | {r['in']['hter_eer']:.3f} | {r['cross']['auc']:.3f} "
-              f"| {r['cross']['hter_eer']:.3f} | {r['cross']['hter_dev_thr']:.3f} |")
-    mean = {s: {k: round(float(np.mean([r[s][k] for r in results])), 4) for k in ("auc", "hter_eer", "hter_dev_thr")}
-            for s in ("in", "cross")}
-    print(f"| mean | {mean['in']['auc']:.3f} | {mean['in']['hter_eer']:.3f} | {mean['cross']['auc']:.3f} "
-          f"| {mean['cross']['hter_eer']:.3f} | {mean['cross']['hter_dev_thr']:.3f} |")
-    out = {"benchmark": "synthetic_dg_gap", "args": vars(args), "generation_seconds": gen_seconds,
-           "results": results, "mean": mean}
+        i, c = r["in"], r["cross"]
+        print(f"| {r['target']} | {cell(i['auc'])} | {cell(i['hter_eer'])} | {cell(c['auc'])} | {cell(c['hter_eer'])} "
+              f"| {cell(i['hter_dev_thr'])} | {cell(c['hter_dev_thr'])} |")
+    out = {"benchmark": "synthetic_dg_gap", "args": vars(args), "generator_version": synthetic.GENERATOR_VERSION,
+           "generation_seconds": gen_seconds, "results": results, "per_seed": per_seed}
     print(json.dumps(out))
-    if tmp is not None:
-        tmp.cleanup()
     return out
 
 

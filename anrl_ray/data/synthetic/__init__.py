@@ -4,24 +4,27 @@ Four domains named after the real datasets, O (OULU-NPU), C (CASIA-FASD), I (Rep
 M (MSU-MFSD), that differ the way those do (:mod:`.domains`). Everything is rendered with
 numpy + OpenCV, deterministically for a seed (same seed -> same shard bytes):
 
-* Live faces (:mod:`.render`): a height field (ellipsoidal head + nose, eye sockets, brow ridge,
-  cheeks, lips, chin) posed by yaw / pitch / roll and shaded with Lambert + Blinn-Phong under a
-  per-video light; albedo with eyes (iris, pupil, blinks), brows, lips, nostrils, hair, glasses.
-  The height field used for shading *is* the stored depth map (8-bit PNG, 255 = nearest), so the
-  depth target is exact. Frames of a video differ by small head motion and blinks.
-* Attacks (:mod:`.attacks`) are re-captures of a rendered live face of the same subject: ``print``,
-  ``replay`` and ``cut``, placed in the scene by a homography, then filmed by the same domain
-  camera (:mod:`.camera`) as live faces. Spoof rows store no depth.
+* Live faces (:mod:`.render`): a shaded height field posed by yaw / pitch / roll under a per-video
+  light, with eyes, brows, lips, hair, glasses; the height field *is* the stored depth map (8-bit
+  PNG, 255 = nearest), so the depth target is exact. Frames differ by head motion and blinks.
+* Scenes (:mod:`.scene`): lighting, background, light, pose and defocus, drawn per domain. A live
+  video films one; an attack's source (what the print or screen shows) and the room it is
+  presented in are drawn from the *same* distribution, so scene content never tells spoof from
+  live within a domain.
+* Attacks (:mod:`.attacks`): ``print``, ``replay`` and ``cut`` media with their instrument effects
+  (halftone, gamut, paper, pixel grid, moire, glare, bezel, paper edge, bending, eye holes),
+  placed in the room and filmed by the same domain camera (:mod:`.camera`) as live faces.
+  Spoof rows store no depth. ``instrument_effects=False`` turns the effects off (a diagnostic).
 
-Subjects are split train / dev / test disjointly per domain (50 / 20 / 30 %). The defaults
-are sized for a 2-core machine (64 px crops, ~2,000 rows, seconds to generate); the knobs
-make it bigger. ``benchmarks/synthetic_dg_gap.py`` checks that it is a domain-generalization
-problem (in-domain easy, cross-domain clearly harder but far from chance).
+Videos are planned, then rendered (:mod:`.video`); every domain folder gets ``videos.json``, the
+generator parameters of each video (:func:`video_params`). Subjects are split train / dev / test
+disjointly per domain (50 / 20 / 30 %). The defaults are sized for a 2-core machine (64 px crops,
+~2,000 rows, seconds to generate); the knobs make it bigger. ``benchmarks/synthetic_dg_gap.py``
+checks that it is a domain-generalization problem (in-domain easy, cross-domain clearly harder).
 """
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import json
 import os
@@ -33,7 +36,7 @@ import cv2
 
 from anrl_ray.data.format import MANIFEST, DatasetWriter
 from anrl_ray.data.synthetic.domains import DOMAIN_PROFILES, DOMAINS, Camera, Domain, Instrument, Lighting
-from anrl_ray.data.synthetic.video import RENDER_SCALE, SPLIT_FRACTIONS, domain_rows, split_subjects
+from anrl_ray.data.synthetic.video import RENDER_SCALE, SPLIT_FRACTIONS, domain_rows, split_subjects, video_params
 from anrl_ray.errors import UserError
 
 __all__ = [
@@ -52,9 +55,13 @@ __all__ = [
     "ensure_default_benchmark",
     "generate",
     "split_subjects",
+    "video_params",
 ]
 
-GENERATOR_VERSION = 1
+# 2: the attacker's source scene is drawn like the domain's live scenes (was: O's office scene for
+#    every domain, a spoof cue shared by all domains); live faces get the same defocus as sources.
+GENERATOR_VERSION = 2
+VIDEOS_FILE = "videos.json"  # per-video generator parameters, written into every domain folder
 DEFAULTS: dict[str, Any] = {"subjects": 20, "videos_per_subject": 2, "frames_per_video": 4, "img_size": 64}
 
 cv2.setNumThreads(1)
@@ -85,13 +92,22 @@ def generate(
     img_size: int = DEFAULTS["img_size"],
     overwrite: bool = False,
     profiles: dict[str, Domain] | None = None,
+    instrument_effects: bool = True,
 ) -> dict[str, Any]:
     """Write the synthetic benchmark: one dataset folder per domain (``out_dir/O``, ...).
 
     Per subject: ``videos_per_subject`` live videos and ``videos_per_subject`` videos of each of
     the domain's attack types (O, I, M: print + replay; C: print + cut + replay), each of
-    ``frames_per_video`` frames of ``img_size`` px. Returns a summary (rows, seconds, frames/s).
-    ``profiles`` overrides domain profiles (experiments; recorded as non-default in the manifest).
+    ``frames_per_video`` frames of ``img_size`` px. Each domain folder also gets ``videos.json``:
+    the generator parameters of every video (:func:`video_params`). Returns a summary (rows,
+    seconds, frames/s).
+
+    Args:
+        profiles: domain profiles replacing ``DOMAIN_PROFILES`` entries (experiments; their names
+            are recorded in the manifest's ``converter_args``).
+        instrument_effects: False renders every attack as an ideal copy of its source (no halftone,
+            moire, gamut, glare, bezel, paper edge...; recorded in ``converter_args``): a diagnostic
+            that only the instruments tell spoof from live.
     """
     domains = list(domains)
     _check_args(domains, subjects, videos_per_subject, frames_per_video, img_size)
@@ -111,6 +127,8 @@ def generate(
     profiles = profiles or {}
     if profiles:
         args["custom_profiles"] = sorted(profiles)
+    if not instrument_effects:
+        args["instrument_effects"] = False
     summary: dict[str, Any] = {"out": str(out.resolve()), **args, "domains": {}}
     t_all = time.perf_counter()
     total = 0
@@ -120,9 +138,13 @@ def generate(
         with DatasetWriter(out / d, domain=d, converter="synthetic", converter_args={**args, "like": DOMAIN_PROFILES[d].like},
                            overwrite=overwrite) as w:
             for row in domain_rows(d, seed=seed, subjects=subjects, videos_per_subject=videos_per_subject,
-                                   frames_per_video=frames_per_video, img_size=img_size, profile=profiles.get(d)):
+                                   frames_per_video=frames_per_video, img_size=img_size, profile=profiles.get(d),
+                                   instrument_effects=instrument_effects):
                 w.add(**row)
                 n += 1
+        videos = video_params(d, seed=seed, subjects=subjects, videos_per_subject=videos_per_subject, img_size=img_size,
+                              profile=profiles.get(d), instrument_effects=instrument_effects)
+        (out / d / VIDEOS_FILE).write_text("[\n" + ",\n".join(json.dumps(v) for v in videos) + "\n]\n")  # a video a line
         total += n
         summary["domains"][d] = {"rows": n, "seconds": round(time.perf_counter() - t0, 2), "like": DOMAIN_PROFILES[d].like}
     seconds = time.perf_counter() - t_all
@@ -151,39 +173,3 @@ def ensure_default_benchmark(cache_dir: str | Path | None = None, *, seed: int =
         if missing:
             generate(root, seed=seed, domains=DOMAINS, overwrite=True, **DEFAULTS)
     return str(root.resolve())
-
-
-
-def _cli(args: argparse.Namespace) -> int:
-    domains = [d.strip() for d in args.domains.split(",") if d.strip()]
-    summary = generate(
-        args.out,
-        seed=args.seed,
-        domains=domains,
-        subjects=args.subjects,
-        videos_per_subject=args.videos_per_subject,
-        frames_per_video=args.frames_per_video,
-        img_size=args.img_size,
-        overwrite=args.overwrite,
-    )
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def register_cli(subparsers: Any) -> None:
-    """Add ``synthetic`` to the ``anrl-ray convert`` subcommands."""
-    p = subparsers.add_parser(
-        "synthetic",
-        help="generate the synthetic 4-domain benchmark (O, C, I, M)",
-        description="Render a synthetic face anti-spoofing benchmark: one Parquet dataset per domain under --out.",
-    )
-    p.add_argument("--out", required=True, help="output data root; domains go to OUT/O, OUT/C, OUT/I, OUT/M")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--domains", default=",".join(DOMAINS), help="comma-separated subset of O,C,I,M")
-    p.add_argument("--subjects", type=int, default=DEFAULTS["subjects"], help="subjects per domain (split 50/20/30)")
-    p.add_argument("--videos-per-subject", type=int, default=DEFAULTS["videos_per_subject"],
-                   help="live videos per subject, and videos per subject of each attack type")
-    p.add_argument("--frames-per-video", type=int, default=DEFAULTS["frames_per_video"])
-    p.add_argument("--img-size", type=int, default=DEFAULTS["img_size"], help="stored crop size in pixels")
-    p.add_argument("--overwrite", action="store_true", help="replace existing domain folders")
-    p.set_defaults(func=_cli)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -13,6 +14,8 @@ from anrl_ray.data.synthetic.render import Grid
 
 @dataclass
 class CameraVideo:
+    """The settings of one domain camera for one video."""
+
     cam: Camera
     res: float
     blur: float
@@ -21,8 +24,15 @@ class CameraVideo:
     gain: np.ndarray
     gamma: float
 
+    def params(self) -> dict[str, Any]:
+        """JSON-able record of the settings."""
+        return {"name": self.cam.name, "res": round(float(self.res), 4), "blur": round(float(self.blur), 4),
+                "noise": round(float(self.noise), 5), "jpeg": self.jpeg, "gamma": round(float(self.gamma), 4),
+                "gain": [round(float(g), 4) for g in self.gain]}
+
 
 def sample_camera(rng: np.random.Generator, cam: Camera) -> CameraVideo:
+    """Draw the per-video settings of ``cam`` (within its ranges)."""
     return CameraVideo(
         cam=cam,
         res=rng.uniform(*cam.res_scale),
@@ -57,6 +67,7 @@ def capture(scene: np.ndarray, cv: CameraVideo, size: int, rng: np.random.Genera
 
 
 def depth_png(depth: np.ndarray, size: int) -> bytes:
+    """Depth map (R, R) in [0, 1] -> 8-bit PNG of ``size`` px (255 = nearest)."""
     d = cv2.resize(depth, (size, size), interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".png", np.clip(d * 255.0 + 0.5, 0, 255).astype(np.uint8))
     assert ok

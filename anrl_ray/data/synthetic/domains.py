@@ -32,6 +32,8 @@ class Camera:
 
 @dataclass(frozen=True)
 class Lighting:
+    """A recording condition of a domain: light levels and the kind and brightness of the background."""
+
     name: str
     ambient: tuple[float, float]
     diffuse: tuple[float, float]
@@ -66,6 +68,13 @@ class Instrument:
 
 @dataclass(frozen=True)
 class Domain:
+    """One domain: its cameras, recording conditions, attack instruments and population.
+
+    Live videos and the attacker's source images are drawn from the same scene distribution
+    (``lightings``, ``light_temp``, poses, ``scene_blur``); only the instruments and their
+    re-capture set spoofs apart.
+    """
+
     name: str
     like: str  # the real dataset it imitates
     cameras: tuple[Camera, ...]
@@ -74,6 +83,7 @@ class Domain:
     skin_tone: tuple[float, float]  # 0 light .. 1 dark
     light_temp: tuple[float, float]  # -1 warm .. +1 cool
     hand_held: float  # probability that an attack medium is hand-held (else fixed support)
+    scene_blur: tuple[float, float] = (0.25, 0.5)  # defocus of a filmed face / the attacker's source capture, stored px
 
 
 def _print(name: str, **kw: Any) -> Instrument:

@@ -1,4 +1,10 @@
-"""Rendering of live scenes: subjects, poses, lights, the shaded head with its depth, backgrounds."""
+"""Rendering of people: subjects (identity), the posed and lit head with its exact depth map.
+
+A height field (ellipsoidal head + nose, eye sockets, brow ridge, cheeks, lips, chin) posed by
+yaw / pitch / roll and shaded with Lambert + Blinn-Phong under a per-video light; albedo with eyes
+(iris, pupil, blinks), brows, lips, nostrils, hair, glasses. The height field used for shading *is*
+the stored depth map, so the depth target is exact.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from anrl_ray.data.synthetic.domains import Domain, Lighting
+from anrl_ray.data.synthetic.domains import Domain
 
 
 @dataclass
@@ -41,6 +47,7 @@ _IRIS = np.array([[0.25, 0.15, 0.08], [0.2, 0.35, 0.55], [0.3, 0.4, 0.25], [0.1,
 
 
 def sample_subject(rng: np.random.Generator, dom: Domain) -> Subject:
+    """Draw an identity of domain ``dom`` (its skin-tone range)."""
     t = rng.uniform(*dom.skin_tone) * (len(_SKIN_RAMP) - 1)
     i = min(int(t), len(_SKIN_RAMP) - 2)
     skin = _SKIN_RAMP[i] * (1 - (t - i)) + _SKIN_RAMP[i + 1] * (t - i)
@@ -69,6 +76,8 @@ def sample_subject(rng: np.random.Generator, dom: Domain) -> Subject:
 
 @dataclass
 class Pose:
+    """Head placement in the render: centre and half-width in render pixels, angles in radians."""
+
     cx: float
     cy: float
     a: float  # head half-width, render pixels
@@ -81,32 +90,12 @@ class Pose:
 
 @dataclass
 class Light:
+    """The light on the person (and on an attack medium)."""
+
     ambient: float
     diffuse: float
     direction: np.ndarray  # unit vector towards the light (x right, y down, z to the camera)
     color: np.ndarray  # RGB
-
-
-def sample_light(rng: np.random.Generator, dom: Domain, lighting: Lighting) -> Light:
-    d = np.array([rng.uniform(-lighting.side, lighting.side), rng.uniform(-0.5, 0.1), 1.0], np.float32)
-    temp = rng.uniform(*dom.light_temp)
-    color = np.array([1.0 - 0.12 * temp, 1.0, 1.0 + 0.12 * temp], np.float32)
-    return Light(rng.uniform(*lighting.ambient), rng.uniform(*lighting.diffuse), d / np.linalg.norm(d), color)
-
-
-def sample_pose(rng: np.random.Generator, R: int) -> Pose:
-    return Pose(
-        cx=R * (0.5 + rng.uniform(-0.04, 0.04)),
-        cy=R * (0.53 + rng.uniform(-0.04, 0.03)),
-        a=R * rng.uniform(0.29, 0.35),
-        roll=rng.uniform(-0.12, 0.12),
-        yaw=rng.uniform(-0.3, 0.3),
-        pitch=rng.uniform(-0.15, 0.15),
-        gaze=rng.uniform(-0.03, 0.03),
-    )
-
-
-# --------------------------------------------------------------------------- rendering
 
 
 class Grid:
@@ -132,11 +121,13 @@ class Grid:
 
 
 def smoothstep(x: np.ndarray) -> np.ndarray:
+    """Cubic ramp of ``x`` clipped to [0, 1]."""
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3 - 2 * x)
 
 
 def blend(base: np.ndarray, color: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``base`` (H, W, 3) towards ``color`` with weight ``w`` (H, W)."""
     return base + (color - base) * w[..., None]
 
 
@@ -274,20 +265,3 @@ def head_motion(rng: np.random.Generator, pose: Pose, R: int, amount: float = 1.
     M = cv2.getRotationMatrix2D((pose.cx, pose.cy), rng.normal(0, 1.5 * amount), 1.0 + rng.normal(0, 0.015 * amount))
     M[:, 2] += rng.normal(0, 0.012 * R * amount, 2)
     return M.astype(np.float32)
-
-
-def render_background(rng: np.random.Generator, R: int, lighting: Lighting) -> np.ndarray:
-    """A static scene behind the subject: smooth wall colour, plus furniture/clutter rectangles."""
-    level = rng.uniform(*lighting.bg_level)
-    base = rng.uniform(0.3, 0.9, 3).astype(np.float32)
-    bg = base[None, None, :] * (1.0 + 0.15 * smooth_field(rng, R, 3, 3))
-    n_rects = {"plain": 0, "office": 3, "cluttered": 9}[lighting.background]
-    for _ in range(n_rects):
-        x0, y0 = rng.integers(0, R, 2)
-        w, h = rng.integers(R // 10, R // 2, 2)
-        color = rng.uniform(0.05, 1.0, 3).astype(np.float32)
-        bg[y0 : y0 + h, x0 : x0 + w] = color
-    if lighting.background == "cluttered":
-        bg = bg * (1.0 + 0.1 * smooth_field(rng, R, 12, 1))
-    return np.clip(bg * level, 0, 1).astype(np.float32)
-
