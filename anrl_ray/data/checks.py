@@ -151,6 +151,7 @@ def check_data_root(
     domains: dict[str, dict[str, Any]] = {}
     to_hash: list[tuple[Path, str, int, int, Path, Mapping[str, Any]]] = []
     for d, splits in needs.items():
+        splits = [splits] if isinstance(splits, str) else list(splits)
         ddir = root / d
         if not ddir.is_dir():
             have = sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file())

@@ -235,7 +235,8 @@ def _decode(
         except (ValueError, cv2.error) as e:
             ok[i] = False
             path = table["path"][i].as_py() if "path" in table.column_names else ""
-            failure[i] = f"{row_name(path, vid[i], frame[i])}: {str(e).strip().splitlines()[-1]} (video {vid[i]}, frame {frame[i]})"
+            reason = str(e).strip().splitlines()[-1]
+            failure[i] = f"{row_name(path, vid[i], frame[i])}: {reason} (video {vid[i]}, frame {frame[i]})"
     out = {
         "image": image,
         "depth": depth,
@@ -293,9 +294,9 @@ def training_dataset(
     Columns: ``image`` float32 ``(C, H, W)``, ``depth`` float32 ``(1, s, s)`` (zeros for spoof),
     ``label`` int64 (0 live, 1 spoof), ``domain_index`` int64 (index into ``domains``),
     ``video_id`` str, ``ok`` bool and ``failure`` str (False / the reason for a row that did not
-    decode: its image is zeros; the consumers drop it). Every (domain, class) group is subsampled to at most ``KEEP_MARGIN`` x the
-    smallest group (a new subset each epoch), then all rows are shuffled globally so that every
-    streaming-split shard holds every group in proportion. Consume with :func:`meta_batches`.
+    decode: its image is zeros; the consumers drop it). Every (domain, class) group is subsampled
+    to at most ``KEEP_MARGIN`` x the smallest group (a new subset each epoch), then all rows are
+    shuffled globally so that every streaming-split shard holds every group in proportion. Consume with :func:`meta_batches`.
     ``cache``: keep the encoded split in Ray's object store (default: if small, see
     :func:`_encoded_rows`); it is read when this function is called.
     """
@@ -319,8 +320,8 @@ def eval_dataset(
 ) -> "ray.data.Dataset":
     """Every row of ``split`` in ``domains``, decoded without augmentation.
 
-    Columns as :func:`training_dataset` plus ``domain`` and ``attack_type`` (str). Video ids are unique within a
-    domain: group frames by ``(domain, video_id)``. ``cache`` as in :func:`training_dataset`.
+    Columns as :func:`training_dataset` plus ``domain`` and ``attack_type`` (str). Video ids are
+    unique within a domain: group frames by ``(domain, video_id)``. ``cache`` as in :func:`training_dataset`.
     """
     _check_split(split)
     mans = _manifests(data_root, domains)
