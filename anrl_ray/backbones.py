@@ -1,6 +1,6 @@
 """timm CNN backbones for ANRL: every BatchNorm becomes an :class:`~anrl_ray.model.AdaNorm`.
 
-``build_model(backbone="resnet18", ...)`` wraps a timm CNN so that it returns
+``anrl_ray.factory.create_model(backbone="resnet18", ...)`` wraps a timm CNN so that it returns
 :class:`~anrl_ray.model.ANRLOutput` like :class:`~anrl_ray.model.ANRLNet` does:
 
 - the timm network is created with ``pretrained=False`` (nothing is ever downloaded),
@@ -262,7 +262,7 @@ def load_pretrained(net: nn.Module, path: str | Path, in_channels: int) -> dict[
 
 
 class TimmANRLNet(nn.Module):
-    """A timm CNN with AdaNorm, returning :class:`ANRLOutput`. Build it with ``build_model``.
+    """A timm CNN with AdaNorm, returning :class:`ANRLOutput`. Build it with ``anrl_ray.factory.create_model``.
 
     Attributes:
         config: the keyword arguments that rebuild it (``pretrained_path`` excluded: the

@@ -31,7 +31,7 @@ import torch
 
 from anrl_ray.config import TrialConfig, make_config
 from anrl_ray.errors import UserError
-from anrl_ray.model import ANRLNet, build_model
+from anrl_ray.model import ANRLNet
 from anrl_ray.records import clean_json
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -143,7 +143,8 @@ def load_model(checkpoint_path: str | Path) -> tuple[ANRLNet, TrialConfig, dict[
         )
     state = load_checkpoint(path)
     try:
-        cfg = make_config(state["config"], source=f"{path} (config)")
+        # the weights are in the state: a pretrained_path file need not exist where the checkpoint is loaded
+        cfg = make_config({**state["config"], "pretrained_path": ""}, source=f"{path} (config)")
     except KeyError:
         raise UserError(f"{path}: checkpoint has no 'config' entry; it was not written by anrl-ray train/search") from None
     # build_learner seeds torch; keep the caller's RNG untouched
@@ -159,13 +160,15 @@ def load_model(checkpoint_path: str | Path) -> tuple[ANRLNet, TrialConfig, dict[
 def _load_exported(folder: Path) -> tuple[ANRLNet, TrialConfig, dict[str, Any]]:
     from safetensors.torch import load_file
 
+    from anrl_ray.factory import create_model
+
     mc_path, cfg_path = folder / MODEL_CONFIG, folder / CONFIG_FILE
     for p in (mc_path, cfg_path):
         if not p.is_file():
             raise UserError(f"{folder} holds {MODEL_FILE} but not {p.name}; re-export it with `anrl-ray best EXP`")
     model_config = read_json(mc_path)
-    cfg = make_config(read_json(cfg_path), source=str(cfg_path))
-    model = build_model(**model_config["build_kwargs"])
+    cfg = make_config({**read_json(cfg_path), "pretrained_path": ""}, source=str(cfg_path))
+    model = create_model(**model_config["build_kwargs"])
     try:
         model.load_state_dict(load_file(folder / MODEL_FILE), strict=True)
     except RuntimeError as e:

@@ -60,6 +60,7 @@ class TrialConfig:
     # meta-learning
     meta_mode: str = "maml"  # maml (identity path kept) | reference (detached quirk) | erm (no meta step)
     meta_step_size: float = 1e-4  # inner-loop lr alpha on the AdaNorm gate nets
+    interleave_meta_train: bool = False  # the reference's interleaved meta-train batching (independent of meta_mode)
     # optimisation
     optimizer: str = "adam"
     lr: float = 1e-4

@@ -18,8 +18,10 @@ A run folder holds ``records.jsonl`` (one record per epoch, see ``anrl_ray.recor
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from anrl_ray.errors import UserError
 
@@ -128,13 +130,44 @@ class Experiment:
 
     def scratch(self, tag: str) -> Path:
         """A hidden sibling folder for building something before an atomic rename (e.g. best/)."""
-        import os
-
         return self.path / f".{tag}-{os.getpid()}"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".driver.lock"
+
+    @contextmanager
+    def driver_lock(self) -> Iterator[None]:
+        """Hold the experiment for this driver; a second driver gets a UserError naming the holder.
+
+        An OS file lock (flock): released by the kernel when the holder exits, even on kill -9.
+        """
+        import fcntl
+        import socket
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        f = open(self.lock_file, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise UserError(f"{self.path} is in use by another search driver ({holder}); wait for it to finish, "
+                            "or stop it before --resume") from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
 
     # ---- state
     def exists(self) -> bool:
-        return self.path.is_dir() and any(self.path.iterdir())
+        return self.path.is_dir() and any(p.name != self.lock_file.name for p in self.path.iterdir())
 
     def require(self) -> "Experiment":
         """Self, when this is an experiment folder; else a UserError saying what is missing."""

@@ -11,10 +11,11 @@ import random
 import numpy as np
 import torch
 
+from anrl_ray.backbones import TimmANRLNet
 from anrl_ray.config import TrialConfig
 from anrl_ray.losses import LossWeights
 from anrl_ray.meta import MetaLearner
-from anrl_ray.model import build_model
+from anrl_ray.model import ANRLNet, build_model
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -25,11 +26,33 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def create_model(*, backbone: str = "anrl", pretrained_path: str = "", **kwargs) -> ANRLNet | TimmANRLNet:
+    """The network a config (or a saved ``model.config``) describes: ANRL's, or a timm CNN with AdaNorm.
+
+    ``create_model(**model.config)`` rebuilds any network this returns.
+
+    Args:
+        backbone: ``"anrl"`` (the reference network) or a timm CNN name (``"resnet18"``,
+            ``"resnet50"``, ``"efficientnet_b0"``, ...): its BatchNorms up to stride 8 become
+            AdaNorm, feature and depth at stride 8, timm's classifier head (``anrl_ray.backbones``).
+        pretrained_path: timm backbones only: a local ``.pt``/``.pth``/``.safetensors`` timm
+            state dict loaded before the norm swap (never downloaded); "" = random init.
+        kwargs: ``in_channels``, ``width``, ``norm``, ``attention``, ``gate_tau``
+            (:func:`anrl_ray.model.build_model`).
+    """
+    if backbone == "anrl":
+        if pretrained_path:
+            raise ValueError("pretrained_path is for timm backbones; load ANRL weights with load_tface_state_dict")
+        return build_model(**kwargs)
+    return TimmANRLNet(backbone=backbone, pretrained_path=pretrained_path, **kwargs)
+
+
 def build_learner(cfg: TrialConfig) -> MetaLearner:
     """The network + class centres + meta step, as the config says (identical on every rank for a seed)."""
     torch.manual_seed(cfg.seed)
-    model = build_model(
-        in_channels=cfg.in_channels, width=cfg.width, norm=cfg.norm, attention=cfg.attention, gate_tau=cfg.gate_tau
+    model = create_model(
+        backbone=cfg.backbone, pretrained_path=cfg.pretrained_path, in_channels=cfg.in_channels, width=cfg.width,
+        norm=cfg.norm, attention=cfg.attention, gate_tau=cfg.gate_tau,
     )
     weights = LossWeights(cls=cfg.w_cls, depth=cfg.w_depth, idcl=cfg.w_idcl, icsl=cfg.w_icsl)
     return MetaLearner(
@@ -39,6 +62,7 @@ def build_learner(cfg: TrialConfig) -> MetaLearner:
         meta_step_size=cfg.meta_step_size,
         weights=weights,
         centre_momentum=cfg.centre_momentum,
+        interleave_meta_train=cfg.interleave_meta_train,  # its own switch, not implied by meta_mode
     )
 
 

@@ -5,21 +5,18 @@ Reproduces the reference ``Framework`` (Tencent/TFace, ANRL ``models/framework.p
 multiplier, a gate temperature ``tau`` and the ``instance`` / ``mix`` normalisations of the
 paper's ablation. Module names are our own; :func:`load_tface_state_dict` and
 :func:`to_tface_state_dict` translate to and from the reference's key names.
-:func:`build_model` also builds timm CNN backbones with AdaNorm (``anrl_ray.backbones``).
+timm CNN backbones with AdaNorm: ``anrl_ray.backbones`` (built by ``anrl_ray.factory.create_model``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-if TYPE_CHECKING:
-    from anrl_ray.backbones import TimmANRLNet
 
 NORMS = ("adaptive", "batch", "instance", "mix")
 ATTENTIONS = ("1layer", "2layer")
@@ -238,39 +235,24 @@ class ANRLNet(nn.Module):
                 if n.startswith("extractor.") and ".norm.attention." in n]
 
 
-def build_model(*, backbone: str = "anrl", in_channels: int = 6, width: float = 1.0,
-                norm: str = "adaptive", attention: str = "1layer", gate_tau: float = 1.0,
-                pretrained_path: str = "") -> ANRLNet | TimmANRLNet:
-    """Build an :class:`ANRLNet`, or a timm CNN with AdaNorm (``anrl_ray.backbones``).
+def build_model(*, in_channels: int = 6, width: float = 1.0, norm: str = "adaptive", attention: str = "1layer",
+                gate_tau: float = 1.0) -> ANRLNet:
+    """Build an :class:`ANRLNet` (timm backbones: :func:`anrl_ray.factory.create_model`).
 
-    ``build_model(**model.config)`` rebuilds any network this returns.
+    ``build_model(**model.config)`` rebuilds the network this returns.
 
     Args:
-        backbone: ``"anrl"`` (the reference network) or a timm CNN name (``"resnet18"``,
-            ``"resnet50"``, ``"efficientnet_b0"``, ...): its BatchNorms become AdaNorm of
-            mode ``norm``, feature and depth at stride 8, timm's classifier head.
         in_channels: input channels (6 = RGB + HSV as the reference).
-        width: channel multiplier (1.0 = the reference's 4.4 M-parameter network); for a timm
-            backbone it scales only the depth head.
+        width: channel multiplier (1.0 = the reference's 4.4 M-parameter network).
         norm: extractor normalisation, one of ``"adaptive"`` (AdaNorm), ``"batch"``,
             ``"instance"``, ``"mix"`` (fixed 0.5 BN + 0.5 IN). ANRL's heads always use BN.
         attention: AdaNorm attention net, ``"1layer"`` or ``"2layer"``.
         gate_tau: AdaNorm gate temperature, ``gate = sigmoid(A(z) / tau)``.
-        pretrained_path: timm backbones only: a local ``.pt``/``.pth``/``.safetensors``
-            timm state dict loaded before the norm swap (never downloaded); "" = random init.
 
     Returns:
         The network; any input with H, W divisible by 8 works.
     """
-    if backbone != "anrl":
-        from anrl_ray.backbones import TimmANRLNet
-
-        return TimmANRLNet(backbone=backbone, in_channels=in_channels, width=width, norm=norm,
-                           attention=attention, gate_tau=gate_tau, pretrained_path=pretrained_path)
-    if pretrained_path:
-        raise ValueError("pretrained_path is for timm backbones; load ANRL weights with load_tface_state_dict")
-    return ANRLNet(in_channels=in_channels, width=width, norm=norm, attention=attention,
-                   gate_tau=gate_tau)
+    return ANRLNet(in_channels=in_channels, width=width, norm=norm, attention=attention, gate_tau=gate_tau)
 
 
 # ----------------------------------------------------------------------------------------

@@ -17,6 +17,10 @@ class Protocol(NamedTuple):
     sources: tuple[str, ...]
     target: str
 
+    def data_needs(self) -> dict[str, list[str]]:
+        """Domain -> splits a trial reads (each needs live and spoof rows): sources train + dev, target test."""
+        return {**{d: ["train", "dev"] for d in self.sources}, self.target: ["test"]}
+
 
 PROTOCOLS: dict[str, Protocol] = {
     "OCI_M": Protocol(("O", "C", "I"), "M"),

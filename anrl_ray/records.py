@@ -67,6 +67,43 @@ def write_records(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
+# Records of kind "epoch" (the default) hold one evaluation; the other kinds say how a run ended.
+# A run whose last word is "failed", "diverged" or "interrupted" is labelled in the leaderboard and
+# never selected; "end" (completed, or stopped early by the scheduler) and no word at all are fine.
+END_KINDS = ("end", "failed", "diverged", "interrupted")
+NOT_SELECTABLE = ("failed", "diverged", "interrupted")
+
+
+def epoch_records(recs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluation records of a run (records of how the run ended left out)."""
+    return [dict(r) for r in recs if r.get("kind", "epoch") == "epoch"]
+
+
+def run_state(recs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """How a run ended: ``{"state": ..., "reason": ...}`` from its last end record.
+
+    States: "completed" / "stopped early" (an "end" record), "failed", "diverged", "interrupted",
+    or "unfinished" when no end record was written (still running, or ended outside a search).
+    """
+    ends = [r for r in recs if r.get("kind") in END_KINDS]
+    if not ends:
+        return {"state": "unfinished", "reason": ""}
+    last = ends[-1]
+    state = last.get("state") if last["kind"] == "end" else last["kind"]
+    return {"state": state or "completed", "reason": last.get("reason", "")}
+
+
+def selectable(recs: Iterable[Mapping[str, Any]]) -> bool:
+    return run_state(recs)["state"] not in NOT_SELECTABLE
+
+
+def end_record(kind: str, trial: str, reason: str = "", **extra: Any) -> dict[str, Any]:
+    """A record saying how a run ended (``kind`` in END_KINDS)."""
+    if kind not in END_KINDS:
+        raise ValueError(f"unknown end kind {kind!r}; choose one of {END_KINDS}")
+    return {"kind": kind, "trial": trial, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+
+
 def run_folders(root: str | Path, filename: str = RECORDS_FILE) -> dict[str, Path]:
     """Run name (the trial stored in its records, else the folder name) -> its folder, below ``root``."""
     out: dict[str, Path] = {}
@@ -80,8 +117,28 @@ def run_folders(root: str | Path, filename: str = RECORDS_FILE) -> dict[str, Pat
 
 
 def collect_records(root: str | Path, filename: str = RECORDS_FILE) -> dict[str, list[dict[str, Any]]]:
-    """All records files below ``root``, keyed by the trial name stored in them (else their folder)."""
+    """The epoch records of every selectable run below ``root``, keyed by trial name (else folder).
+
+    Runs that failed, diverged or were interrupted are left out (see :func:`collect_states`),
+    so that selection never ranks them; runs without any epoch record too.
+    """
+    out = {}
+    for name, recs in collect_all(root, filename).items():
+        epochs = epoch_records(recs)
+        if epochs and selectable(recs):
+            out[name] = epochs
+    return out
+
+
+def collect_all(root: str | Path, filename: str = RECORDS_FILE) -> dict[str, list[dict[str, Any]]]:
+    """Every record (epochs and end records) of every run below ``root``."""
     return {name: read_records(folder / filename) for name, folder in run_folders(root, filename).items()}
+
+
+def collect_states(root: str | Path, filename: str = RECORDS_FILE) -> dict[str, dict[str, Any]]:
+    """Per run: its :func:`run_state` and how many epochs it recorded."""
+    return {name: {**run_state(recs), "epochs": len(epoch_records(recs))}
+            for name, recs in collect_all(root, filename).items()}
 
 
 def flat_metrics(epoch: int, ev: Mapping[str, Any], losses: Mapping[str, float], selection_metric: str) -> dict[str, float]:
@@ -116,6 +173,8 @@ def epoch_record(
     meta_step: Mapping[str, Any],
     timing: Mapping[str, float],
     loop_config: Mapping[str, Any],
+    decode_errors: Mapping[str, Any] | None = None,
+    workers: list[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The self-describing record of one finished epoch (``cfg``: the run's TrialConfig)."""
     return {
@@ -136,6 +195,7 @@ def epoch_record(
         "steps_per_epoch": steps,
         "world_size": world,
         "rank_param_checksums": checksums,  # equal across ranks unless DDP let them drift
+        "workers": list(workers or []),  # per rank: pid, host, Ray node id (where the epoch ran)
         "train_seconds": round(timing["train"], 3),
         "epoch_seconds": round(timing["epoch"], 3),
         "config": cfg.to_dict(),
@@ -143,4 +203,6 @@ def epoch_record(
         "seeds": {"seed": cfg.seed, "data_seed": cfg.seed, "domain_order_seed": [cfg.seed * 1000 + r for r in range(world)]},
         "code_version": loop_config.get("code_version", ""),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        # rows dropped because their bytes did not decode (count + "shard#row: reason" examples)
+        **(decode_errors or {"decode_failures": 0, "decode_failure_examples": []}),
     }

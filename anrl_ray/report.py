@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from anrl_ray.errors import UserError
 from anrl_ray.experiment import STUDY_NAME, Experiment
-from anrl_ray.records import collect_records, read_records
+from anrl_ray.records import collect_records, collect_states, read_records
 from anrl_ray.selection import METHODS, Run, lodo_scores, select_epoch_oracle, select_run
 
 # Hyperparameters shown in the leaderboard (read from each record's resolved config).
@@ -38,7 +38,7 @@ SELECTED = (
     "threshold",
 )
 ORACLE = ("oracle_epoch", "oracle_target_hter@target_eer", "oracle_target_auc")
-COLUMNS = ("rank", "trial", "selection", *SELECTED, *ORACLE, *HPARAMS, "epochs_recorded")
+COLUMNS = ("rank", "trial", "status", "selection", *SELECTED, *ORACLE, *HPARAMS, "epochs_recorded")
 
 
 
@@ -63,7 +63,9 @@ def _selected_columns(record: Mapping[str, Any], score: float | None) -> dict[st
     }
 
 
-def leaderboard(runs: Mapping[str, Run], method: str = "source_val") -> list[dict[str, Any]]:
+def leaderboard(
+    runs: Mapping[str, Run], method: str = "source_val", states: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """One row per full run (records without ``holdout``), best first by ``method``'s score.
 
     Per trial: the epoch ``method`` selects and its score (lower is better), validation and
@@ -71,7 +73,9 @@ def leaderboard(runs: Mapping[str, Run], method: str = "source_val") -> list[dic
     target's own EER: the literature's number), the ``oracle_*`` upper bound (the trial's
     best-target-AUC epoch) and the key hyperparameters. Under ``lodo`` a trial whose
     configuration lacks a complete set of holdout runs has no selected epoch (empty columns,
-    listed last).
+    listed last). ``states`` (``records.collect_states``) labels each row with how its run
+    ended and adds, unranked and last, the runs that failed, diverged or were interrupted
+    (never selectable, so absent from ``runs``).
 
     Raises:
         ValueError: unknown ``method``.
@@ -110,6 +114,13 @@ def leaderboard(runs: Mapping[str, Run], method: str = "source_val") -> list[dic
     rows.sort(key=key)
     for i, row in enumerate(rows, 1):
         row["rank"] = i
+    states = states or {}
+    for row in rows:
+        row["status"] = states.get(row["trial"], {}).get("state", "unfinished")
+    for name, st in sorted(states.items()):
+        if name not in runs and st["state"] in ("failed", "diverged", "interrupted") and "-holdout" not in name:
+            rows.append({"trial": name, "selection": method, "epochs_recorded": st.get("epochs", 0),
+                         "status": f"{st['state']}: {st.get('reason', '')}"[:200]})
     return [{c: row.get(c) for c in COLUMNS} for row in rows]
 
 
@@ -171,6 +182,7 @@ def _fmt(value: Any, column: str) -> str:
 _MD_HEADERS = {
     "rank": "#",
     "trial": "trial",
+    "status": "status",
     "epoch": "epoch",
     "selection_score": "sel. score",
     "val_hter_eer": "val HTER",
@@ -209,7 +221,7 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], method: str, info: M
     lines += [f"- Trials: {len(rows)}", ""]
     cols = [c for c in _MD_HEADERS] + list(HPARAMS)
     lines.append("| " + " | ".join(_MD_HEADERS.get(c, c) for c in cols) + " |")
-    lines.append("|" + "|".join("---:" if c not in ("trial", "attention", "meta_mode") else "---" for c in cols) + "|")
+    lines.append("|" + "|".join("---:" if c not in ("trial", "status", "attention", "meta_mode") else "---" for c in cols) + "|")
     for row in rows:
         lines.append("| " + " | ".join(_fmt(row.get(c), c) for c in cols) + " |")
     lines += [
@@ -296,9 +308,12 @@ def finish(
     if method not in METHODS:
         raise UserError(f"--selection {method!r}: choose one of {', '.join(METHODS)}")
     runs = collect_records(exp.trials)
+    states = collect_states(exp.trials)
     if not runs:
-        raise UserError(f"{exp.trials} holds no records.jsonl with any record: no trial finished an epoch")
-    rows = leaderboard(runs, method)
+        failed = "; ".join(f"{n}: {s['state']} {s['reason']}" for n, s in states.items() if s["state"] != "unfinished")
+        raise UserError(f"{exp.trials} holds no selectable run with an epoch record: no trial finished an epoch"
+                        + (f" ({failed[:1000]})" if failed else ""))
+    rows = leaderboard(runs, method, states)
     md, csv_path = write_leaderboard(exp, rows, method)
     out = Finished(md, csv_path, rows)
     if export:

@@ -47,6 +47,18 @@ def resolve_data_root(data: str | None) -> str:
     return ensure_default_benchmark()
 
 
+def check_data(data_root: str, protocol: str) -> dict:
+    """Check the data a protocol needs before Ray starts (manifests, both classes, sizes, checksums).
+
+    Raises:
+        UserError: every problem found, naming files and fixes (exit code 2 at the CLI).
+    """
+    from anrl_ray.data.checks import check_data_root
+    from anrl_ray.protocols import get_protocol
+
+    return check_data_root(data_root, get_protocol(protocol).data_needs())
+
+
 def loopback_only() -> None:
     """Make a local Ray bind every service (GCS, raylet, workers, agents, dashboard) to 127.0.0.1.
 

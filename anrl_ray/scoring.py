@@ -31,10 +31,11 @@ class Scores:
     labels: list[int] = field(default_factory=list)
     video_ids: list[str] = field(default_factory=list)  # "domain/video_id"
     domains: list[str] = field(default_factory=list)
+    attack_types: list[str] = field(default_factory=list)  # "live", "print", "replay", ... (when known)
     features: list[np.ndarray] = field(default_factory=list)  # (B, C) blocks, when kept
 
     def extend(self, other: "Scores") -> None:
-        for name in ("scores", "labels", "video_ids", "domains", "features"):
+        for name in ("scores", "labels", "video_ids", "domains", "attack_types", "features"):
             getattr(self, name).extend(getattr(other, name))
 
     def feature_matrix(self) -> np.ndarray:
@@ -59,6 +60,8 @@ def score_batches(model: torch.nn.Module, batches: Iterable[dict], device: torch
         out.labels.extend(int(x) for x in batch["label"])
         out.video_ids.extend(f"{d}/{v}" for d, v in zip(batch["domain"], batch["video_id"]))
         out.domains.extend(batch["domain"])
+        if "attack_type" in batch:
+            out.attack_types.extend(str(a) for a in batch["attack_type"])
     return out
 
 
@@ -81,10 +84,17 @@ def epoch_metrics(val: Scores, target: Scores) -> dict[str, Any]:
     threshold); the target's own EER threshold gives the literature's (optimistic) HTER.
     """
     v_scores, v_labels, _ = metrics.video_level(val.scores, val.labels, val.video_ids)
-    t_scores, t_labels, _ = metrics.video_level(target.scores, target.labels, target.video_ids)
     val_m = metrics.evaluate_scores(v_scores, v_labels)
     thr = float(val_m["eer_threshold"])
-    tgt_m = metrics.evaluate_scores(t_scores, t_labels, threshold=thr)
+    if len(target.attack_types) == len(target.scores):  # ISO/IEC 30107-3: APCER per attack type, ACER from the worst
+        t_scores, t_labels, _, t_types = metrics.video_level(target.scores, target.labels, target.video_ids,
+                                                             target.attack_types)
+        tgt_m = metrics.evaluate_scores(t_scores, t_labels, threshold=thr, attack_types=list(t_types))
+    else:
+        t_scores, t_labels, _ = metrics.video_level(target.scores, target.labels, target.video_ids)
+        tgt_m = metrics.evaluate_scores(t_scores, t_labels, threshold=thr)
+    # 95 % bootstrap intervals over target videos: how far a few dozen videos let the numbers move
+    tgt_m.update(metrics.bootstrap_intervals(t_scores, t_labels, thr))
     per_domain = {}
     for d in sorted(set(val.domains)):
         idx = [i for i, x in enumerate(val.domains) if x == d]

@@ -10,6 +10,7 @@ folder's layout: ``anrl_ray.experiment``; its end (leaderboard, best/, plots): `
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import time
@@ -20,11 +21,11 @@ from anrl_ray.config import TrialConfig, default_profile, load_config, make_conf
 from anrl_ray.errors import UserError
 from anrl_ray.experiment import STUDY_NAME, Experiment, records_path
 from anrl_ray.protocols import PROTOCOLS, get_protocol
-from anrl_ray.records import read_records
-from anrl_ray.runtime import init_ray, resolve_data_root
+from anrl_ray.records import append_record, collect_states, end_record, epoch_records, read_records
+from anrl_ray.runtime import check_data, init_ray, resolve_data_root
 from anrl_ray.selection import lodo_scores
 from anrl_ray.space import SearchSpace, load_space
-from anrl_ray.trial import run_trial
+from anrl_ray.trial import raise_if_diverged, run_trial
 
 DEFAULT_TRIALS = {"cpu": 8, "full": 20}  # per profile: cpu fits ~15 min on 2 cores (see README)
 NOT_PAPER_COMPARABLE = (
@@ -37,19 +38,36 @@ def default_space(protocol: str) -> str:
     return "anrl_limited" if len(PROTOCOLS[protocol].sources) == 2 else "anrl"
 
 
-def lodo_objective(cfg: TrialConfig, group: str, storage: str) -> dict[int, float]:
+def lodo_objective(cfg: TrialConfig, group: str, storage: str, max_failures: int = 0) -> dict[int, float]:
     """Run the leave-one-source-out trainings of a configuration; epoch -> mean held-out score."""
     runs = {}
     for holdout in cfg.sources:
         name = f"{group}-holdout{holdout}"
-        result = run_trial(cfg.replace(holdout=holdout), storage_path=storage, name=name, group=group)
-        if result.error:
-            raise RuntimeError(f"holdout run {name} failed: {result.error}")
-        runs[name] = read_records(records_path(Path(storage) / name))
+        checked_run(cfg.replace(holdout=holdout), storage_path=storage, name=name, group=group, max_failures=max_failures)
+        runs[name] = epoch_records(read_records(records_path(Path(storage) / name)))
     return lodo_scores(runs).get(group, {})
 
 
-def make_trainable(base: dict[str, Any], exp_dir: str, selection: str, keep_checkpoints: int | None):
+def checked_run(cfg: TrialConfig, *, storage_path: str, name: str, **kwargs: Any) -> None:
+    """``run_trial`` that raises on a failed or diverged run and writes how it failed into its records.
+
+    A run that already diverged (a Tune retry of it) raises at once instead of training again.
+    """
+    run_dir = Path(storage_path) / name
+    raise_if_diverged(run_dir)
+    try:
+        result = run_trial(cfg, storage_path=storage_path, name=name, **kwargs)
+        error = getattr(result, "error", None)
+    except Exception as e:  # noqa: BLE001  Train V2 raises TrainingFailedError; recorded, then re-raised
+        error = e
+    if error is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        append_record(records_path(run_dir), end_record("failed", name, f"{type(error).__name__}: {error}"[:2000]))
+        raise RuntimeError(f"trial {name} failed: {error}") from (error if isinstance(error, BaseException) else None)
+    raise_if_diverged(run_dir)
+
+
+def make_trainable(base: dict[str, Any], exp_dir: str, selection: str, keep_checkpoints: int | None, max_failures: int = 0):
     """The Tune function trainable: sampled params + fixed base -> one Ray Train run."""
 
     def trainable(params: dict[str, Any]) -> None:
@@ -59,9 +77,9 @@ def make_trainable(base: dict[str, Any], exp_dir: str, selection: str, keep_chec
         cfg = make_config({**base, **params}, source="search trial")
         name = tune.get_context().get_trial_name()
         storage = str(Experiment(exp_dir).trials)
-        objective = lodo_objective(cfg, name, storage) if selection == "lodo" else None
-        # Nothing may follow fit(): when Tune stops a trial early, fit() never returns here.
-        run_trial(
+        objective = lodo_objective(cfg, name, storage, max_failures) if selection == "lodo" else None
+        # When Tune stops a trial early, fit() never returns here: nothing essential follows it.
+        checked_run(
             cfg,
             storage_path=storage,
             name=name,
@@ -69,20 +87,94 @@ def make_trainable(base: dict[str, Any], exp_dir: str, selection: str, keep_chec
             keep_checkpoints=keep_checkpoints,
             objective_by_epoch=objective,
             group=name,
+            max_failures=max_failures,
         )
 
     return trainable
 
 
+HEARTBEAT_SECONDS = 5  # the driver marks its RUNNING Optuna trials alive this often
+STALE_SECONDS = 15  # a RUNNING trial without a heartbeat for this long belonged to a dead driver
+
+# Settings that define an experiment: a --resume that changes one is refused unless --force.
+RESUME_KEYS = ("protocol", "selection", "space_params", "profile", "base_config", "searcher", "scheduler", "seed")
+
+
 def study_storage(exp: Experiment):
-    """The RDB storage object OptunaSearch needs."""
+    """The Optuna RDB storage of the experiment, with heartbeats (a dead driver's trials can be told apart)."""
     import optuna
 
-    return optuna.storages.RDBStorage(exp.study_url)
+    return optuna.storages.RDBStorage(exp.study_url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=STALE_SECONDS)
+
+
+def _running_trial_ids(storage, study_name: str) -> list[int]:
+    import optuna
+
+    study_id = storage.get_study_id_from_name(study_name)
+    running = storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in running]
+
+
+class Heartbeat:
+    """A driver thread that records a heartbeat for every RUNNING trial of the study (Optuna's public API)."""
+
+    def __init__(self, exp: Experiment) -> None:
+        import threading
+
+        self.exp, self.stop = exp, threading.Event()
+        self.thread = threading.Thread(target=self._run, name="optuna-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        storage = study_storage(self.exp)
+        while not self.stop.wait(HEARTBEAT_SECONDS / 2):
+            try:
+                for trial_id in _running_trial_ids(storage, STUDY_NAME):
+                    storage.record_heartbeat(trial_id)
+            except Exception:  # noqa: BLE001  the study may not exist yet; try again next beat
+                continue
+
+    def __enter__(self) -> "Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+def fail_interrupted(exp: Experiment) -> tuple[int, int]:
+    """Fail the study's trials a dead driver left RUNNING; returns (trials failed, trials in the study).
+
+    Waits until their heartbeats are stale, then ``optuna.storages.fail_stale_trials``; a trial
+    that died before its first heartbeat is failed with ``study.tell`` (we hold the experiment's
+    lock, so no live driver owns it). Their runs get an "interrupted" record.
+    """
+    import optuna
+
+    if exp.study_url.startswith("sqlite:") and not exp.study_db.exists():
+        return 0, 0
+    storage = study_storage(exp)
+    try:
+        study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    except KeyError:
+        return 0, 0
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if running:
+        print(f"resume: {len(running)} trial(s) of a previous driver are still RUNNING in the study; waiting up to "
+              f"{STALE_SECONDS} s for their heartbeats to go stale", flush=True)
+        time.sleep(STALE_SECONDS + 1)
+        optuna.storages.fail_stale_trials(study)
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    for name, state in collect_states(exp.trials).items():  # runs that never said how they ended
+        if state["state"] == "unfinished":
+            append_record(records_path(exp.run_dir(name)), end_record("interrupted", name, "the search driver stopped "
+                                                                      "before this trial finished; replaced on --resume"))
+    return len(running), len(study.trials)
 
 
 def finished_trials(exp: Experiment) -> int:
-    """Completed trials already in the experiment's Optuna study (0 if none)."""
+    """Completed (or early-stopped) trials already in the experiment's Optuna study (0 if none)."""
     import optuna
 
     if exp.study_url.startswith("sqlite:") and not exp.study_db.exists():
@@ -91,16 +183,32 @@ def finished_trials(exp: Experiment) -> int:
         study = optuna.load_study(study_name=STUDY_NAME, storage=study_storage(exp))
     except KeyError:
         return 0
-    # trials left RUNNING by an interrupted search will never report: mark them failed
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))
 
 
-def build_search_alg(space: SearchSpace, exp: Experiment, searcher: str, seed: int, resumed: bool):
+def compare_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The RESUME_KEYS whose values differ between an experiment's settings and a --resume's."""
+    diffs = []
+    for key in RESUME_KEYS:
+        if key not in old:
+            continue
+        a, b = old[key], json.loads(json.dumps(new[key]))
+        if key == "base_config":  # the data may have moved; everything else must match
+            a, b = ({k: v for k, v in x.items() if k != "data_root"} for x in (a, b))
+            keys = sorted(set(a) | set(b))
+            diffs += [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+        elif a != b:
+            diffs.append(f"{key}: {a!r} -> {b!r}")
+    return diffs
+
+
+def build_search_alg(space: SearchSpace, exp: Experiment, searcher: str, seed: int, resumed: bool, prior_trials: int = 0):
+    """OptunaSearch over the study. On a resume the sampler's seed moves on by the trials already
+    drawn, so its random start-up draws do not repeat the first driver's (a seeded sampler would)."""
     from ray.tune.search.optuna import OptunaSearch
     import optuna
 
+    seed = seed + 7919 * prior_trials
     if searcher == "optuna":
         sampler = optuna.samplers.TPESampler(multivariate=True, seed=seed, n_startup_trials=4)
     else:
@@ -145,15 +253,19 @@ def run_search(args: argparse.Namespace) -> Path:
         raise UserError(f"experiment folder {exp_dir} already exists; pass --resume to continue it or choose another --name")
     if args.resume and not exp.search_json.exists():
         raise UserError(f"--resume: {exp_dir} holds no search (search.json missing); check --storage and --name")
+    with exp.driver_lock():
+        return _run_locked(args, exp, space, profile, base_cfg)
+
+
+def _run_locked(args: argparse.Namespace, exp: Experiment, space: SearchSpace, profile: str, base_cfg: TrialConfig) -> Path:
+    exp_dir, name = exp.path, exp.name
     synthetic = not args.data
     data_root = resolve_data_root(args.data)
+    check_data(data_root, args.protocol)  # before Ray starts: bad data fails here, not inside every trial
     if synthetic:
         print(NOT_PAPER_COMPARABLE, flush=True)
     base = base_cfg.replace(data_root=data_root).to_dict()
-    exp_dir.mkdir(parents=True, exist_ok=True)
-
-    done = finished_trials(exp) if args.resume else 0
-    remaining = max(args.num_samples - done, 0)
+    old = exp.settings() if args.resume else {}
     settings = {
         "protocol": args.protocol,
         "selection": args.selection,
@@ -168,16 +280,29 @@ def run_search(args: argparse.Namespace) -> Path:
         "scheduler": args.scheduler,
         "seed": args.seed,
         "study_name": STUDY_NAME,
-        "optuna_storage": f"sqlite:///{exp.study_db}",
+        "optuna_storage": old.get("optuna_storage") or f"sqlite:///{exp.study_db}",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "resumed_from_completed_trials": done,
     }
+    if args.resume:
+        diffs = compare_settings(old, settings)
+        if diffs and not args.force:
+            raise UserError(f"--resume with settings that differ from {exp.search_json}: {'; '.join(diffs)}. "
+                            "Resume with the same options, or pass --force to continue anyway")
+        failed, prior = fail_interrupted(exp)
+        settings["history"] = [*old.pop("history", []), old]  # every earlier start, never overwritten
+        settings["forced_changes"] = diffs
+    else:
+        failed, prior = 0, 0
+    done = finished_trials(exp) if args.resume else 0
+    remaining = max(args.num_samples - done, 0)
+    settings["resumed_from_completed_trials"] = done
+    settings["interrupted_trials_failed"] = failed
     exp.write_settings(settings)
 
     init_ray(args.address)
     if remaining:
         print(f"search {name}: {remaining} trial(s) to run ({done} already done), experiment folder {exp_dir}", flush=True)
-        _tune(args, space, base, exp, remaining, resumed=done > 0)
+        _tune(args, space, base, exp, remaining, resumed=prior > 0, prior_trials=prior)
     else:
         print(f"search {name}: all {args.num_samples} trials already done; re-reporting", flush=True)
     _finish(exp, args.selection, top=args.top)
@@ -188,7 +313,8 @@ def run_search(args: argparse.Namespace) -> Path:
     return exp_dir
 
 
-def _tune(args, space: SearchSpace, base: dict[str, Any], exp: Experiment, num_samples: int, resumed: bool) -> None:
+def _tune(args, space: SearchSpace, base: dict[str, Any], exp: Experiment, num_samples: int, resumed: bool,
+          prior_trials: int = 0) -> None:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -201,10 +327,11 @@ def _tune(args, space: SearchSpace, base: dict[str, Any], exp: Experiment, num_s
             grace_period=max(1, min(args.grace_period, cfg.epochs)),
             reduction_factor=2,
         )
-    callbacks = []
+    callbacks = [outcome_callback(exp, cfg.epochs)]
     if args.wandb != "off":
         callbacks.append(wandb_callback(args.wandb, exp))
-    trainable = make_trainable(base, str(exp.path), args.selection, args.keep_checkpoints)
+    max_failures = args.max_failures if args.max_failures is not None else (2 if args.address else 1)
+    trainable = make_trainable(base, str(exp.path), args.selection, args.keep_checkpoints, max_failures)
     # The trial driver only waits on its Train workers: it takes no CPU (Tune refuses an all-zero request).
     trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 1e8})
     max_concurrent = args.max_concurrent or concurrent_trials(cfg)
@@ -213,7 +340,7 @@ def _tune(args, space: SearchSpace, base: dict[str, Any], exp: Experiment, num_s
         tune_config=tune.TuneConfig(
             metric="objective",
             mode="min",
-            search_alg=build_search_alg(space, exp, args.searcher, args.seed, resumed),
+            search_alg=build_search_alg(space, exp, args.searcher, args.seed, resumed, prior_trials),
             scheduler=scheduler,
             num_samples=num_samples,
             max_concurrent_trials=max_concurrent,
@@ -225,9 +352,47 @@ def _tune(args, space: SearchSpace, base: dict[str, Any], exp: Experiment, num_s
             storage_path=str(exp.tune),
             callbacks=callbacks,
             verbose=1,
+            # a trial whose driver died with its node is restarted; its Train run restores from its checkpoint
+            failure_config=tune.FailureConfig(max_failures=max_failures),
         ),
     )
-    tuner.fit()
+    with Heartbeat(exp):
+        tuner.fit()
+
+
+def outcome_callback(exp: Experiment, epochs: int):
+    """A Tune callback that writes, as each trial ends, how it ended into its run's records.
+
+    Runs in the driver: a trial completed, stopped early by the scheduler, or failed gets its end
+    record at once, so after a driver crash the runs without one are exactly the interrupted ones.
+    """
+    from ray import tune
+
+    from anrl_ray.records import run_state
+
+    class RecordOutcome(tune.Callback):
+        def _write(self, trial, error: str | None) -> None:
+            name = f"trial_{trial.trial_id}"  # as trial_name_creator names it: the run's folder name
+            path = records_path(exp.run_dir(name))
+            recs = read_records(path) if path.exists() else []
+            if run_state(recs)["state"] != "unfinished":
+                return  # failed / diverged already said so
+            if error is not None:
+                record = end_record("failed", name, error[:2000])
+            else:
+                done = len(epoch_records(recs))
+                record = end_record("end", name, state="completed" if done >= epochs else "stopped early",
+                                    reason="" if done >= epochs else f"stopped by the scheduler after {done} of {epochs} epochs")
+            exp.run_dir(name).mkdir(parents=True, exist_ok=True)
+            append_record(path, record)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._write(trial, None)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._write(trial, f"trial {trial} failed (see its error file under {exp.tune})")
+
+    return RecordOutcome()
 
 
 def concurrent_trials(cfg: TrialConfig) -> int:
@@ -274,7 +439,8 @@ def check_args(args: argparse.Namespace) -> None:
         if value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
     for flag, value in {"--cpus-per-worker": args.cpus_per_worker, "--gpus-per-worker": args.gpus_per_worker,
-                        "--epochs": args.epochs, "--max-concurrent": args.max_concurrent, "--reeval-top-k": args.reeval_top_k}.items():
+                        "--epochs": args.epochs, "--max-concurrent": args.max_concurrent, "--reeval-top-k": args.reeval_top_k,
+                        "--max-failures": args.max_failures or 0}.items():
         if value < 0:
             raise UserError(f"{flag} must be >= 0, got {value}")
     if args.cpus_per_worker == 0 and args.gpus_per_worker == 0:

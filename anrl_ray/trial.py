@@ -11,6 +11,7 @@ the source-validation and target-test sets -> scores gathered on every rank -> m
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import time
 from contextlib import nullcontext
@@ -23,11 +24,12 @@ import torch.distributed as dist
 
 from anrl_ray.checkpoint import load_checkpoint, write_checkpoint_folder
 from anrl_ray.config import TrialConfig, make_config
+from anrl_ray.data.checks import DecodeErrors
 from anrl_ray.data.pipeline import InputSpec, data_config, eval_dataset, iter_eval_batches, meta_batches, steps_per_epoch, training_dataset
 from anrl_ray.errors import UserError
 from anrl_ray.experiment import checkpoint_dir_name, latest_epoch, records_path
 from anrl_ray.factory import build_learner, build_optimizer, seed_everything
-from anrl_ray.records import append_record, epoch_record, flat_metrics, read_records, write_records
+from anrl_ray.records import append_record, end_record, epoch_record, flat_metrics, read_records, write_records
 from anrl_ray.runtime import code_version
 from anrl_ray.scoring import epoch_metrics, gather, score_batches
 
@@ -46,11 +48,20 @@ class WorkerContext:
     shards: dict[str, Any]  # "train", "val", "test" -> ray.data.DataIterator
     resume_dir: str | None  # a checkpoint folder to continue from, or None
     report: Callable[[dict[str, Any], str | None, int], None]  # (metrics, checkpoint dir or None, epoch)
+    node_id: str = ""  # the Ray node this rank runs on (records show where every rank ran)
 
 
 def param_checksum(module: torch.nn.Module) -> float:
     """Sum of all parameters in float64: equal on every DDP rank iff no rank drifted."""
     return float(sum(p.detach().double().sum() for p in module.parameters()))
+
+
+def all_finite(loss: torch.Tensor, world: int) -> bool:
+    """Whether the loss is finite on every rank (one tiny all-reduce under DDP)."""
+    ok = torch.isfinite(loss.detach()).all().float().reshape(1)  # on the loss's device (NCCL needs CUDA)
+    if world > 1:
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    return bool(ok.item() > 0)
 
 
 def _carry_records(resume_dir: str, run_dir: Path, loop_config: dict[str, Any]) -> None:
@@ -107,11 +118,20 @@ def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
         learner.train()
         learner.centres.reset()  # the reference resets the class centres at every epoch start
         sums: dict[str, float] = {}
-        for batch in meta_batches(ctx.shards["train"], num_domains=num_domains, batch_per_class=cfg.batch_per_class,
-                                  steps=steps, seed=cfg.seed, epoch=epoch):
+        errors = DecodeErrors()  # rows whose bytes did not decode: dropped, counted, named in the record
+        for step, batch in enumerate(meta_batches(ctx.shards["train"], num_domains=num_domains, batch_per_class=cfg.batch_per_class,
+                                                  steps=steps, seed=cfg.seed, epoch=epoch, errors=errors)):
             order = torch.randperm(num_domains, generator=domain_rng).tolist()
             with autocast():
                 loss, logs = ddp(batch["image"].to(device), batch["label"].to(device), batch["depth"].to(device), order)
+            if not all_finite(loss, world):  # every rank agrees, so all stop at the same step
+                if rank == 0:
+                    reason = (f"non-finite loss at epoch {epoch} step {step} (loss {float(loss):.4g}; "
+                              f"parts {', '.join(f'{k}={float(v):.4g}' for k, v in logs.items())}); training stopped")
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    append_record(records_path(run_dir), end_record("diverged", loop_config.get("trial", ""), reason,
+                                                                    epoch=epoch, step=step, config=cfg.to_dict()))
+                return
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -124,36 +144,51 @@ def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
         train_seconds = time.time() - t0
 
         learner.eval()
-        val = gather(score_batches(learner.model, iter_eval_batches(ctx.shards["val"], batch_size=cfg.eval_batch_size), device, autocast))
-        tgt = gather(score_batches(learner.model, iter_eval_batches(ctx.shards["test"], batch_size=cfg.eval_batch_size), device, autocast))
+        val, tgt = (gather(score_batches(learner.model, iter_eval_batches(ctx.shards[k], batch_size=cfg.eval_batch_size,
+                                                                          errors=errors), device, autocast))
+                    for k in ("val", "test"))
         ev = epoch_metrics(val, tgt)
         losses = {k: v / max(steps, 1) for k, v in sums.items()}
         report = flat_metrics(epoch, ev, losses, cfg.selection_metric)
         # the search objective: source-only by construction (never a target metric)
         report["objective"] = loop_config.get("objective_by_epoch", {}).get(epoch, report["val_score"])
-        gen_states, checksums = [domain_rng.get_state()], [param_checksum(learner)]
+        where = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "node_id": ctx.node_id}
+        gen_states, checksums, decode, workers = [domain_rng.get_state()], [param_checksum(learner)], [errors.as_dict()], [where]
         if world > 1:
-            gen_states, checksums = [None] * world, [None] * world
+            gen_states, checksums, decode, workers = ([None] * world for _ in range(4))
             dist.all_gather_object(gen_states, domain_rng.get_state())
             dist.all_gather_object(checksums, param_checksum(learner))
+            dist.all_gather_object(decode, errors.as_dict())
+            dist.all_gather_object(workers, where)
+        merged = DecodeErrors()
+        for part in decode:
+            merged.update(part)
         record = epoch_record(
             cfg=cfg, epoch=epoch, steps=steps, world=world, ev=ev, losses=losses, lr=optimizer.param_groups[0]["lr"],
-            checksums=checksums, meta_step=learner.config, loop_config=loop_config,
+            checksums=checksums, meta_step=learner.config, loop_config=loop_config, decode_errors=merged.as_dict(),
+            workers=workers,
             timing={"train": train_seconds, "epoch": time.time() - t0},
         )
         if rank == 0:
+            # The checkpoint is complete (and persisted by the report) before its record is appended:
+            # a record always points at a checkpoint that exists. The checkpoint carries the run's
+            # records up to and including this epoch, so a restart from it counts every epoch once.
+            record["checkpoint"] = checkpoint_dir_name(epoch)
             run_dir.mkdir(parents=True, exist_ok=True)
-            append_record(records_path(run_dir), record)
+            so_far = read_records(records_path(run_dir)) if records_path(run_dir).exists() else []
             with tempfile.TemporaryDirectory() as tmp:
+                write_records(records_path(tmp), [*so_far, record])
                 write_checkpoint_folder(Path(tmp), learner, optimizer, scheduler, epoch, gen_states, cfg,
-                                        {**report, "record": record}, records_path(run_dir))
+                                        {**report, "record": record}, None)
                 ctx.report(report, tmp, epoch)
+            append_record(records_path(run_dir), record)
         else:
             ctx.report(report, None, epoch)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """What every Ray Train worker (DDP rank) runs."""
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -180,6 +215,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             shards={k: ray.train.get_dataset_shard(k) for k in ("train", "val", "test")},
             resume_dir=resume_dir,
             report=report,
+            node_id=ray.get_runtime_context().get_node_id(),
         )
         run_loop(loop_config, ctx)
 
@@ -247,8 +283,13 @@ def run_trial(
     keep_checkpoints: int | None = None,
     objective_by_epoch: dict[int, float] | None = None,
     group: str | None = None,
+    max_failures: int = 0,
 ):
     """Train one configuration with Ray Train and return the ``ray.train.Result``.
+
+    ``max_failures``: restarts of the worker group after a worker or node died; each restart
+    continues from the run's latest checkpoint (its records are rewritten from the checkpoint's
+    copy, so every epoch is recorded once).
 
     Re-running with the same ``storage_path`` and ``name`` resumes from that run's latest
     checkpoint (Ray Train restores the run); ``resume_from`` starts from a given checkpoint folder.
@@ -293,6 +334,7 @@ def run_trial(
             callbacks=callbacks or [],
             # By recency (never by score: the latest checkpoint must survive, see docs/NOTES.md); None keeps all.
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
             worker_runtime_env={"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}},
         ),
         datasets=build_datasets(cfg, start_epoch),
@@ -300,3 +342,18 @@ def run_trial(
         dataset_config=data_config(execution_options={"train": ordered_ingest_options()}),
     )
     return trainer.fit()
+
+
+class TrialDiverged(RuntimeError):
+    """The loss became non-finite; the run's last record says where."""
+
+
+def raise_if_diverged(run_dir: str | Path) -> None:
+    """Raise :class:`TrialDiverged` with the reason when a run's records end with a divergence."""
+    from anrl_ray.records import run_state
+
+    path = records_path(run_dir)
+    if path.exists():
+        state = run_state(read_records(path))
+        if state["state"] == "diverged":
+            raise TrialDiverged(f"{Path(run_dir).name}: {state['reason']}")

@@ -27,7 +27,7 @@ import time
 import torch
 
 from anrl_ray.meta import MODES, MetaLearner
-from anrl_ray.model import build_model
+from anrl_ray.factory import create_model as build_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

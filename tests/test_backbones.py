@@ -10,7 +10,8 @@ from anrl_ray.backbones import AdaNormAct, TimmANRLNet, backbone_problem
 from anrl_ray.config import load_config
 from anrl_ray.errors import UserError
 from anrl_ray.meta import MetaLearner
-from anrl_ray.model import AdaNorm, ANRLNet, build_model
+from anrl_ray.factory import create_model as build_model
+from anrl_ray.model import AdaNorm, ANRLNet
 
 torch.set_num_threads(1)
 

@@ -74,3 +74,14 @@ def test_protocols():
 def test_non_finite_values_refused_up_front(key, value):
     with pytest.raises(UserError, match=f"{key}.*finite"):
         make_config({key: value})
+
+
+def test_meta_mode_and_interleave_are_separate_switches():
+    from anrl_ray.factory import build_learner
+
+    for mode in ("maml", "reference"):
+        for interleave in (False, True):
+            cfg = make_config({"meta_mode": mode, "interleave_meta_train": interleave, "width": 0.25})
+            learner = build_learner(cfg)
+            assert (learner.mode, learner.interleave_meta_train) == (mode, interleave)
+    assert make_config({}).interleave_meta_train is False  # the default (maml) is unchanged

@@ -43,6 +43,10 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the experiment --storage/--name (Optuna keeps its history)")
     p.add_argument("--wandb", choices=["offline", "online", "off"], default="offline", help="default offline (no network)")
     p.add_argument("--keep-checkpoints", type=int, default=None, help="checkpoints kept per trial, by recency (default all)")
+    p.add_argument("--max-failures", type=int, default=None,
+                   help="restarts of a trial after a worker, node or trial driver died, each from its last checkpoint "
+                        "(default 1 locally, 2 with --address)")
+    p.add_argument("--force", action="store_true", help="--resume even though settings differ from the experiment's")
     p.add_argument("--reeval-top-k", type=int, default=0, help="re-train the top K configurations with fresh seeds")
     p.add_argument("--seeds", type=int, default=3, help="fresh seeds per configuration for --reeval-top-k (default 3)")
     p.add_argument("--top", type=int, default=5, help="leaderboard rows to print (default 5)")
@@ -81,8 +85,8 @@ def search_main(argv: list[str] | None = None) -> int:
 def train(args: argparse.Namespace) -> int:
     from anrl_ray.config import default_profile, load_config
     from anrl_ray.experiment import records_path
-    from anrl_ray.records import read_records
-    from anrl_ray.runtime import init_ray, resolve_data_root
+    from anrl_ray.records import epoch_records, read_records
+    from anrl_ray.runtime import check_data, init_ray, resolve_data_root
     from anrl_ray.selection import select_epoch_source_val
     from anrl_ray.trial import run_trial
 
@@ -91,17 +95,35 @@ def train(args: argparse.Namespace) -> int:
     cfg = load_config(
         args.config, args.overrides, profile=profile, base={"protocol": args.protocol, "data_root": data_root, "seed": args.seed}
     )
+    check_data(data_root, cfg.protocol)
     out = Path(args.out or f"runs/train-{cfg.protocol}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.json")
     init_ray(args.address)
-    result = run_trial(cfg, storage_path=str(out), name="run", run_dir=str(out / "run"))
-    if result.error:
-        print(f"trial failed: {result.error}")
-        return 1
-    best = select_epoch_source_val(read_records(records_path(out / "run")))
+    try:
+        result = run_trial(cfg, storage_path=str(out), name="run", run_dir=str(out / "run"))
+        error = result.error
+    except Exception as e:  # noqa: BLE001  Train V2 raises on a failed run: one line, exit 2
+        error = e
+    if error is not None:
+        raise UserError(f"the run failed ({type(error).__name__}: {str(error).strip().splitlines()[-1][:500]}); "
+                        f"its records and logs are in {out}")
+    raise_if_diverged_user(out / "run")
+    recs = epoch_records(read_records(records_path(out / "run")))
+    if not recs:
+        raise UserError(f"the run wrote no epoch record; see {out}")
+    best = select_epoch_source_val(recs)
     print(json.dumps({"out": str(out), "selected_by": "source_val", **best.summary()}, indent=2))
     return 0
+
+
+def raise_if_diverged_user(run_dir: Path) -> None:
+    from anrl_ray.trial import TrialDiverged, raise_if_diverged
+
+    try:
+        raise_if_diverged(run_dir)
+    except TrialDiverged as e:
+        raise UserError(f"the run diverged: {e}; lower lr or the loss weights") from None
 
 
 def register(sub) -> None:

@@ -1,0 +1,192 @@
+"""Faults injected into real runs: a second driver, changed settings on resume, a diverging loss,
+a Train worker killed mid-epoch, the driver killed mid-search (kill -9) and resumed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from anrl_ray.cli.run import search_main
+from anrl_ray.errors import UserError
+from anrl_ray.experiment import Experiment, records_path
+from anrl_ray.records import epoch_records, read_records, run_state
+from anrl_ray.search import compare_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--profile", "cpu", "--epochs", "2", "--workers-per-trial", "1", "--scheduler", "none", "--wandb", "off",
+        "--set", "max_steps_per_epoch=2"]
+
+
+def test_second_driver_is_refused(tmp_path, capsys):
+    exp = Experiment(tmp_path / "runs" / "E")
+    exp.write_settings({"protocol": "OCI_M"})
+    with exp.driver_lock():
+        with pytest.raises(UserError, match="in use by another search driver"):
+            with exp.driver_lock():
+                pass
+        assert search_main(["--storage", str(tmp_path / "runs"), "--name", "E", "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert "in use by another search driver" in err and f"pid {os.getpid()}" in err and err.count("\n") == 1
+    with exp.driver_lock():  # released: the next driver gets it
+        pass
+
+
+def test_compare_settings_names_what_changed():
+    old = {"protocol": "OCI_M", "seed": 0, "base_config": {"lr": 1e-3, "data_root": "/a"}, "selection": "source_val"}
+    new = {"protocol": "OCI_M", "seed": 1, "base_config": {"lr": 1e-3, "data_root": "/b"}, "selection": "lodo",
+           "space_params": {}}
+    assert compare_settings(old, new) == ["selection: 'source_val' -> 'lodo'", "seed: 0 -> 1"]
+    assert compare_settings(old, {**old, "base_config": {"lr": 2e-3, "data_root": "/a"}}) == ["lr: 0.001 -> 0.002"]
+
+
+def test_resume_with_other_settings_is_refused_unless_forced(tiny_data, tmp_path, capsys):
+    storage = tmp_path / "runs"
+    exp = Experiment(storage / "E")
+    exp.write_settings({"protocol": "OCI_M", "seed": 0, "selection": "source_val", "searcher": "optuna"})
+    before = exp.search_json.read_text()
+    argv = ["--data", tiny_data, "--storage", str(storage), "--name", "E", "--resume", "--seed", "3", "--searcher", "random"]
+    assert search_main(argv + TINY) == 2
+    err = capsys.readouterr().err
+    assert "seed: 0 -> 3" in err and "searcher: 'optuna' -> 'random'" in err and "--force" in err
+    assert exp.search_json.read_text() == before  # nothing overwritten
+
+
+def _tiny_space(tmp_path: Path) -> Path:
+    # trial 1 (the defaults) diverges at once: lr 1e30; the random searcher then draws lr 1e-3
+    space = tmp_path / "diverge.yaml"
+    space.write_text(
+        "params:\n"
+        "  lr: {default: 1.0e+30, distribution: choice, choices: [1.0e+30, 1.0e-3]}\n"
+        "  attention: {default: 1layer, distribution: choice, choices: [1layer, 2layer]}\n"
+    )
+    return space
+
+
+@pytest.mark.integration
+def test_diverging_trial_stops_and_the_search_goes_on(tiny_data, tmp_path, capsys):
+    import optuna
+
+    storage = tmp_path / "runs"
+    argv = ["--data", tiny_data, "--storage", str(storage), "--name", "D", "--space", str(_tiny_space(tmp_path)),
+            "--num-samples", "3", "--searcher", "random", "--seed", "1", "--max-failures", "0"]
+    assert search_main(argv + TINY) == 0
+    exp = Experiment(storage / "D")
+    states = {}
+    for name in os.listdir(exp.trials):
+        recs = read_records(records_path(exp.run_dir(name)))
+        states[name] = (run_state(recs), recs[0]["config"]["lr"] if recs and "config" in recs[0] else None)
+    diverged = [n for n, (st, _) in states.items() if st["state"] == "diverged"]
+    fine = [n for n, (st, _) in states.items() if st["state"] == "completed"]
+    assert diverged and fine, states
+    st = states[diverged[0]][0]
+    assert "non-finite loss at epoch 0 step" in st["reason"]
+    # the leaderboard labels it; best/ is never it
+    md = exp.leaderboard_md.read_text()
+    assert any(diverged[0] in line and "diverged: non-finite loss" in line for line in md.splitlines())
+    sel = json.loads((exp.best / "selection.json").read_text())
+    assert sel["trial"] in fine
+    study = optuna.load_study(study_name="anrl", storage=f"sqlite:///{exp.study_db}")
+    by_state = {s: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}
+    assert by_state[optuna.trial.TrialState.FAIL] == len(diverged) and by_state[optuna.trial.TrialState.COMPLETE] == len(fine)
+
+
+@pytest.mark.integration
+def test_worker_killed_mid_epoch_resumes_from_its_checkpoint(tiny_data, tmp_path, ray_local):
+    from anrl_ray.config import load_config
+    from anrl_ray.trial import run_trial
+
+    cfg = load_config(None, {"epochs": 3, "max_steps_per_epoch": 3, "num_workers": 2, "cpus_per_worker": 0.5},
+                      profile="cpu", base={"protocol": "OCI_M", "data_root": tiny_data})
+    run_dir = tmp_path / "store" / "run"
+    killed: dict = {}
+
+    def kill_rank1_after_first_epoch() -> None:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            path = records_path(run_dir)
+            recs = epoch_records(read_records(path)) if path.exists() else []
+            if recs:
+                pid = recs[0]["workers"][1]["pid"]
+                os.kill(pid, signal.SIGKILL)  # mid epoch 1: its record appears only after its checkpoint
+                killed["pid"] = pid
+                return
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=kill_rank1_after_first_epoch, daemon=True)
+    watcher.start()
+    result = run_trial(cfg, storage_path=str(tmp_path / "store"), name="run", max_failures=1)
+    watcher.join(timeout=5)
+    assert killed, "the watcher never saw epoch 0"
+    assert result.error is None
+    recs = epoch_records(read_records(records_path(run_dir)))
+    assert [r["epoch"] for r in recs] == [0, 1, 2]  # every epoch exactly once
+    assert killed["pid"] in [w["pid"] for w in recs[0]["workers"]]
+    assert killed["pid"] not in [w["pid"] for w in recs[2]["workers"]]  # the group was restarted
+    assert all((run_dir / r["checkpoint"] / "checkpoint.pt").is_file() for r in recs)
+
+
+def _study_counts(db: Path) -> dict[str, int]:
+    import optuna
+
+    if not db.exists():
+        return {}
+    try:
+        study = optuna.load_study(study_name="anrl", storage=f"sqlite:///{db}")
+    except Exception:  # noqa: BLE001  not created yet
+        return {}
+    return {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}
+
+
+@pytest.mark.slow
+def test_driver_killed_mid_search_then_resumed(tiny_data, tmp_path):
+    import optuna
+
+    storage = tmp_path / "runs"
+    argv = [sys.executable, str(ROOT / "run_search.py"), "--data", tiny_data, "--storage", str(storage), "--name", "K",
+            "--num-samples", "3", "--searcher", "random", *TINY]
+    exp = Experiment(storage / "K")
+    log = open(tmp_path / "driver1.log", "w")
+    driver = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 900
+        while time.time() < deadline:
+            c = _study_counts(exp.study_db)
+            if c.get("COMPLETE", 0) >= 1 and c.get("RUNNING", 0) >= 1:
+                break
+            assert driver.poll() is None, (tmp_path / "driver1.log").read_text()[-3000:]
+            time.sleep(0.5)
+        else:
+            pytest.fail("the search never had a completed and a running trial")
+        time.sleep(2)
+        os.kill(driver.pid, signal.SIGKILL)  # the driver only: Ray's processes share its fate
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    first = {name: read_records(records_path(exp.run_dir(name))) for name in os.listdir(exp.trials)}
+    completed_before = [n for n, r in first.items() if run_state(r)["state"] == "completed"]
+    assert completed_before
+
+    res = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=1500)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    study = optuna.load_study(study_name="anrl", storage=f"sqlite:///{exp.study_db}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(done) == 3 and len(failed) >= 1  # the interrupted trial failed (public API) and replaced
+    params = [tuple(sorted(t.params.items())) for t in done]
+    assert len(set(params)) == len(params)  # no completed configuration drawn again
+    for name in completed_before:  # completed trials were not re-run
+        assert read_records(records_path(exp.run_dir(name))) == first[name]
+    states = {n: run_state(read_records(records_path(exp.run_dir(n))))["state"] for n in os.listdir(exp.trials)}
+    assert "interrupted" in states.values() and list(states.values()).count("completed") == 3
+    md = exp.leaderboard_md.read_text()
+    assert "interrupted" in md
+    settings = json.loads(exp.search_json.read_text())
+    assert settings["interrupted_trials_failed"] >= 1 and len(settings["history"]) == 1
+    assert json.loads((exp.best / "selection.json").read_text())["trial"] in [n for n, s in states.items() if s == "completed"]
