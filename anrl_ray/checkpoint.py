@@ -110,7 +110,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         path = path / CHECKPOINT_FILE
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found (expected a folder with {CHECKPOINT_FILE} or the file itself)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  truncated, corrupt, or not a torch file: say which file
+        raise UserError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                        "it is damaged or not an anrl-ray checkpoint: re-export it or use another epoch's") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not an anrl-ray checkpoint (format tag missing)")
     return state

@@ -35,6 +35,10 @@ SELECTED = (
     "target_hter@target_eer",
     "target_auc",
     "target_tpr@fpr=1%",
+    "target_hter_ci95",
+    "target_auc_ci95",
+    "target_apcer_max",
+    "target_acer_iso",
     "threshold",
 )
 ORACLE = ("oracle_epoch", "oracle_target_hter@target_eer", "oracle_target_auc")
@@ -59,6 +63,10 @@ def _selected_columns(record: Mapping[str, Any], score: float | None) -> dict[st
         "target_hter@target_eer": t["hter_eer"],
         "target_auc": t["auc"],
         "target_tpr@fpr=1%": t["tpr@fpr=1%"],
+        "target_hter_ci95": t.get("target_hter_ci95"),
+        "target_auc_ci95": t.get("target_auc_ci95"),
+        "target_apcer_max": t.get("apcer_max"),
+        "target_acer_iso": t.get("acer_iso"),
         "threshold": record["thresholds"]["source_val_eer"],
     }
 
@@ -170,6 +178,8 @@ def _is_synthetic(data_root: str | None, protocol: str | None) -> bool | None:
 def _fmt(value: Any, column: str) -> str:
     if value is None:
         return "–"
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        return f"{100 * value[0]:.1f}–{100 * value[1]:.1f}"  # a 95 % interval, in %
     if isinstance(value, float):
         if not math.isfinite(value):
             return "–"
@@ -191,6 +201,9 @@ _MD_HEADERS = {
     "target_hter@target_eer": "target HTER @tgt EER",
     "target_auc": "target AUC",
     "target_tpr@fpr=1%": "TPR@FPR=1%",
+    "target_hter_ci95": "target HTER 95% CI",
+    "target_auc_ci95": "target AUC 95% CI",
+    "target_acer_iso": "ACER (ISO, worst PAI)",
     "oracle_epoch": "oracle epoch",
     "oracle_target_hter@target_eer": "oracle HTER @tgt EER",
     "oracle_target_auc": "oracle AUC",
@@ -231,7 +244,9 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], method: str, info: M
         "target's own EER threshold (the number the literature reports; it peeks at the target labels).",
         "The **oracle** columns (each trial's best-target-AUC epoch, as the reference code selects) are "
         "an UPPER BOUND that uses target test data for selection; never report them as results.",
-        "*sel. score*: the selection objective, lower is better.",
+        "*sel. score*: the selection objective, lower is better. *95% CI*: bootstrap over target videos "
+        "(1000 resamples, stratified by label). *ACER (ISO, worst PAI)*: (max APCER over attack types + "
+        "BPCER) / 2 at the source-val threshold, as ISO/IEC 30107-3 defines it.",
         "",
     ]
     return "\n".join(lines)

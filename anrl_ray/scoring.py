@@ -80,18 +80,21 @@ def gather(local: Scores) -> Scores:
 def epoch_metrics(val: Scores, target: Scores) -> dict[str, Any]:
     """Video-level metrics: source validation, and the target at (a) the source-val threshold and (b) its own EER.
 
+    Also ISO/IEC 30107-3 rates per attack type (when the scores carry attack types), 95 %
+    bootstrap intervals over target videos, and the per-video scores (``video_scores``).
+
     The threshold that a deployed model would use is chosen on source validation data (its EER
     threshold); the target's own EER threshold gives the literature's (optimistic) HTER.
     """
-    v_scores, v_labels, _ = metrics.video_level(val.scores, val.labels, val.video_ids)
+    v_scores, v_labels, v_ids = metrics.video_level(val.scores, val.labels, val.video_ids)
     val_m = metrics.evaluate_scores(v_scores, v_labels)
     thr = float(val_m["eer_threshold"])
     if len(target.attack_types) == len(target.scores):  # ISO/IEC 30107-3: APCER per attack type, ACER from the worst
-        t_scores, t_labels, _, t_types = metrics.video_level(target.scores, target.labels, target.video_ids,
-                                                             target.attack_types)
+        t_scores, t_labels, t_ids, t_types = metrics.video_level(target.scores, target.labels, target.video_ids,
+                                                                 target.attack_types)
         tgt_m = metrics.evaluate_scores(t_scores, t_labels, threshold=thr, attack_types=list(t_types))
     else:
-        t_scores, t_labels, _ = metrics.video_level(target.scores, target.labels, target.video_ids)
+        t_scores, t_labels, t_ids = metrics.video_level(target.scores, target.labels, target.video_ids)
         tgt_m = metrics.evaluate_scores(t_scores, t_labels, threshold=thr)
     # 95 % bootstrap intervals over target videos: how far a few dozen videos let the numbers move
     tgt_m.update(metrics.bootstrap_intervals(t_scores, t_labels, thr))
@@ -107,6 +110,9 @@ def epoch_metrics(val: Scores, target: Scores) -> dict[str, Any]:
         "val": {**val_m, "videos": len(v_scores), "frames": len(val.scores), "per_domain": per_domain},
         "target": {**tgt_m, "videos": len(t_scores), "frames": len(target.scores)},
         "thresholds": {"source_val_eer": thr, "target_eer": float(tgt_m["eer_threshold"])},
+        # per-video mean scores, kept beside the checkpoint (not in the records): offline re-analysis
+        "video_scores": {"val": dict(zip(map(str, v_ids), map(float, v_scores))),
+                         "target": dict(zip(map(str, t_ids), map(float, t_scores)))},
     }
 
 

@@ -62,6 +62,13 @@ class Selection:
             "target_hter@target_eer": t["hter_eer"],
             "target_auc": t["auc"],
             "target_tpr@fpr=1%": t["tpr@fpr=1%"],
+            # 95 % bootstrap intervals over target videos; ISO/IEC 30107-3 (worst attack type)
+            "target_hter_ci95": t.get("target_hter_ci95"),
+            "target_auc_ci95": t.get("target_auc_ci95"),
+            "target_apcer_max": t.get("apcer_max"),
+            "target_apcer_max_type": t.get("apcer_max_type"),
+            "target_bpcer": t.get("bpcer_iso", t.get("bpcer")),
+            "target_acer_iso": t.get("acer_iso"),
             "threshold": self.record["thresholds"]["source_val_eer"],
         }
 

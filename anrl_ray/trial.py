@@ -52,8 +52,22 @@ class WorkerContext:
 
 
 def param_checksum(module: torch.nn.Module) -> float:
-    """Sum of all parameters in float64: equal on every DDP rank iff no rank drifted."""
-    return float(sum(p.detach().double().sum() for p in module.parameters()))
+    """Sum of all parameters and BatchNorm running statistics in float64: equal on every DDP rank iff
+    no rank drifted (the class centres are rank-local by design, as in the reference, and left out)."""
+    bn = (b for n, b in module.named_buffers() if "running_mean" in n or "running_var" in n)
+    return float(sum(t.detach().double().sum() for t in (*module.parameters(), *bn)))
+
+
+def sync_batchnorm_stats(module: torch.nn.Module, world: int) -> None:
+    """Average BatchNorm running statistics over the ranks (timm's ``distribute_bn``).
+
+    DDP with ``broadcast_buffers=False`` (as the reference) leaves each rank its own statistics;
+    averaging them at every epoch end makes every rank evaluate with, and rank 0 save, one model.
+    """
+    if world > 1:
+        from timm.utils import distribute_bn
+
+        distribute_bn(module, world, reduce=True)
 
 
 def all_finite(loss: torch.Tensor, world: int) -> bool:
@@ -62,6 +76,22 @@ def all_finite(loss: torch.Tensor, world: int) -> bool:
     if world > 1:
         dist.all_reduce(ok, op=dist.ReduceOp.MIN)
     return bool(ok.item() > 0)
+
+
+def _carried_objectives(resume_dir: str | None, loop_config: dict[str, Any], metric: str) -> list[float]:
+    """Objectives of the epochs a resumed run already has (from the checkpoint's records)."""
+    from anrl_ray.records import epoch_records, flat_metrics
+
+    if resume_dir is None or not records_path(resume_dir).exists():
+        return []
+    out = []
+    for r in epoch_records(read_records(records_path(resume_dir))):
+        try:
+            score = flat_metrics(r["epoch"], {"val": r["val"], "target": r["target_metrics"]}, {}, metric)["val_score"]
+        except (KeyError, TypeError):  # a metric recorded as null (NaN): no objective for that epoch
+            score = float("inf")
+        out.append(loop_config.get("objective_by_epoch", {}).get(r["epoch"], score))
+    return out
 
 
 def _carry_records(resume_dir: str, run_dir: Path, loop_config: dict[str, Any]) -> None:
@@ -112,6 +142,7 @@ def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
     if cfg.max_steps_per_epoch:
         steps = min(steps, cfg.max_steps_per_epoch)
     num_domains = len(cfg.sources)
+    objectives = _carried_objectives(ctx.resume_dir, loop_config, cfg.selection_metric)
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
@@ -142,6 +173,7 @@ def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
         if scheduler is not None:
             scheduler.step(epoch + 1)
         train_seconds = time.time() - t0
+        sync_batchnorm_stats(learner, world)  # one model per evaluation: the one that is saved
 
         learner.eval()
         val, tgt = (gather(score_batches(learner.model, iter_eval_batches(ctx.shards[k], batch_size=cfg.eval_batch_size,
@@ -150,8 +182,11 @@ def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
         ev = epoch_metrics(val, tgt)
         losses = {k: v / max(steps, 1) for k, v in sums.items()}
         report = flat_metrics(epoch, ev, losses, cfg.selection_metric)
-        # the search objective: source-only by construction (never a target metric)
-        report["objective"] = loop_config.get("objective_by_epoch", {}).get(epoch, report["val_score"])
+        # The search objective, source-only by construction (never a target metric): the best epoch so
+        # far, as selection picks the best epoch of a trial; Optuna's value and ASHA's rungs see that.
+        objectives.append(loop_config.get("objective_by_epoch", {}).get(epoch, report["val_score"]))
+        report["objective"] = min(objectives)
+        report["objective_this_epoch"] = objectives[-1]
         where = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "node_id": ctx.node_id}
         gen_states, checksums, decode, workers = [domain_rng.get_state()], [param_checksum(learner)], [errors.as_dict()], [where]
         if world > 1:
@@ -179,7 +214,7 @@ def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 write_records(records_path(tmp), [*so_far, record])
                 write_checkpoint_folder(Path(tmp), learner, optimizer, scheduler, epoch, gen_states, cfg,
-                                        {**report, "record": record}, None)
+                                        {**report, "record": record, "video_scores": ev["video_scores"]}, None)
                 ctx.report(report, tmp, epoch)
             append_record(records_path(run_dir), record)
         else:

@@ -306,3 +306,13 @@ def test_export_best_lodo(experiment, data_root):
     x = _probe(make_config({**TINY}))
     model, _, _ = export.load_model(best)
     assert torch.equal(model(x).logits, learners[("t2", 1)].model.eval()(x).logits)
+
+
+def test_corrupt_checkpoint_exits_2_with_one_line(experiment, data_root, capsys):
+    exp, _, _ = experiment
+    export.export_best(exp, plots=False)
+    ckpt = exp / "best" / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: len(ckpt.read_bytes()) // 2])  # truncated
+    assert main(["evaluate", str(ckpt), "--data", str(data_root), "--domain", "M"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpoint.pt cannot be read" in err and "Traceback" not in err

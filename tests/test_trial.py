@@ -70,3 +70,26 @@ def test_resume_from_epoch_checkpoint_reproduces_epoch_2(two_epoch_run):
     b = load_checkpoint(out / "resumed" / "checkpoint_epoch0001")["learner"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_gathered_evaluation_is_the_saved_model(two_epoch_run):
+    """Under DDP every rank evaluates with the model rank 0 saves (BatchNorm statistics averaged)."""
+    from anrl_ray.checkpoint import load_model
+    from anrl_ray.metrics import video_level
+    from anrl_ray.scoring import Scores, score_split
+
+    cfg, out = two_epoch_run
+    ckpt = out / "full" / "checkpoint_epoch0001"
+    saved = json.loads((ckpt / "metrics.json").read_text())["video_scores"]
+    model, _, state = load_model(ckpt)
+    # BatchNorm statistics of the saved model are the ranks' mean (and the drift check covers them)
+    assert any("running_mean" in k for k in state["learner"])
+    for which, splits in (("val", [(d, "dev") for d in cfg.sources]), ("target", [(cfg.target, "test")])):
+        alone = Scores()
+        for domain, split in splits:
+            score_split(model, cfg, cfg.data_root, domain, split, batch_size=7, into=alone)  # another batching
+        s, _, ids = video_level(alone.scores, alone.labels, alone.video_ids)
+        mine = dict(zip(ids, s))
+        assert set(mine) == set(saved[which])  # every video, exactly the gathered set
+        for vid, score in saved[which].items():
+            assert score == pytest.approx(mine[vid], abs=1e-5), (which, vid)
