@@ -16,6 +16,7 @@ from anrl_ray.runtime import quiet_environment
 
 def build_parser() -> argparse.ArgumentParser:
     from anrl_ray.cli import convert, results, run
+    from anrl_ray.cli import table
 
     parser = argparse.ArgumentParser(prog="anrl-ray", description="anrl-ray: convert, train, search, best, evaluate, predict.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.register(conv.add_subparsers(dest="dataset", required=True, metavar="DATASET"))
     run.register(sub)
     results.register(sub)
+    table.register(sub)
     return parser
 
 
