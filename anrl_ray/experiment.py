@@ -10,6 +10,7 @@
     EXP/best/                   the selected model (see anrl_ray.checkpoint)
     EXP/plots/                  figures of the best model and of the study
     EXP/reeval/ + reeval.{md,csv,json}   multi-seed re-evaluation
+    EXP/logs/                   driver.log (libraries, warnings) and ray/ (workers, Ray Data, Train)
 
 A run folder holds ``records.jsonl`` (one record per epoch, see ``anrl_ray.records``) and one
 ``checkpoint_epochNNNN/`` per epoch (its contents: ``anrl_ray.checkpoint``).
@@ -123,6 +124,11 @@ class Experiment:
     @property
     def wandb(self) -> Path:
         return self.path / "wandb"
+
+    @property
+    def logs(self) -> Path:
+        """Ray's, the trials' and the libraries' logs (the console shows only progress and results)."""
+        return self.path / "logs"
 
     def run_dir(self, name: str) -> Path:
         """The folder of one Ray Train run of this experiment."""

@@ -10,7 +10,6 @@ def quiet_environment() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("WANDB_MODE", "offline")
 
 
@@ -76,7 +75,7 @@ def loopback_only() -> None:
         constants.ENABLE_RAY_CLUSTER = False
 
 
-def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None, num_cpus: int | None = None, log_to_driver: bool = True) -> None:
     """Start (or connect to) Ray: a fresh local one by default, every service on 127.0.0.1."""
     if address is None:
         loopback_only()
@@ -86,9 +85,10 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
         return
     env = {"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}}
     if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
+        ray.init(address=address, runtime_env=env, log_to_driver=log_to_driver)
     else:
         # The dashboard (State API) must run: without it Ray Train cannot clean up the placement
         # group of a trial that Tune stopped early, and the next trial waits for CPUs forever.
         # It binds to localhost only. address="local": never join a cluster running on this machine.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=env)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=env,
+                 log_to_driver=log_to_driver)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from anrl_ray.console import Console, progress_callback, say
 from anrl_ray.config import TrialConfig, default_profile, load_config, make_config, parse_overrides
 from anrl_ray.errors import UserError
 from anrl_ray.experiment import STUDY_NAME, Experiment, records_path
@@ -160,8 +161,8 @@ def fail_interrupted(exp: Experiment) -> tuple[int, int]:
         return 0, 0
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     if running:
-        print(f"resume: {len(running)} trial(s) of a previous driver are still RUNNING in the study; waiting up to "
-              f"{STALE_SECONDS} s for their heartbeats to go stale", flush=True)
+        say(f"resume: {len(running)} trial(s) of a previous driver are still RUNNING in the study; waiting up to "
+              f"{STALE_SECONDS} s for their heartbeats to go stale")
         time.sleep(STALE_SECONDS + 1)
         optuna.storages.fail_stale_trials(study)
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -253,17 +254,27 @@ def run_search(args: argparse.Namespace) -> Path:
         raise UserError(f"experiment folder {exp_dir} already exists; pass --resume to continue it or choose another --name")
     if args.resume and not exp.search_json.exists():
         raise UserError(f"--resume: {exp_dir} holds no search (search.json missing); check --storage and --name")
-    with exp.driver_lock():
-        return _run_locked(args, exp, space, profile, base_cfg)
+    verbose = bool(getattr(args, "verbose", False))
+    with exp.driver_lock(), Console(exp.logs, verbose=verbose) as console:
+        try:
+            return _run_locked(args, exp, space, profile, base_cfg, verbose)
+        finally:
+            console.keep_ray_logs()
 
 
-def _run_locked(args: argparse.Namespace, exp: Experiment, space: SearchSpace, profile: str, base_cfg: TrialConfig) -> Path:
+def _run_locked(args: argparse.Namespace, exp: Experiment, space: SearchSpace, profile: str, base_cfg: TrialConfig,
+                verbose: bool = False) -> Path:
     exp_dir, name = exp.path, exp.name
     synthetic = not args.data
     data_root = resolve_data_root(args.data)
     check_data(data_root, args.protocol)  # before Ray starts: bad data fails here, not inside every trial
+    say(f"anrl-ray search {name}: protocol {args.protocol} ({' + '.join(get_protocol(args.protocol).sources)} -> "
+        f"{get_protocol(args.protocol).target}), profile {profile}, {args.num_samples} trials, space {space.name}, "
+        f"selection {args.selection}")
+    say(f"  data: {data_root}{'  (SYNTHETIC)' if synthetic else ''}")
+    say(f"  experiment: {exp_dir}  (logs: {exp.logs}{', shown live' if verbose else ''})")
     if synthetic:
-        print(NOT_PAPER_COMPARABLE, flush=True)
+        say(NOT_PAPER_COMPARABLE)
     base = base_cfg.replace(data_root=data_root).to_dict()
     old = exp.settings() if args.resume else {}
     settings = {
@@ -299,17 +310,17 @@ def _run_locked(args: argparse.Namespace, exp: Experiment, space: SearchSpace, p
     settings["interrupted_trials_failed"] = failed
     exp.write_settings(settings)
 
-    init_ray(args.address)
+    init_ray(args.address, log_to_driver=verbose)
     if remaining:
-        print(f"search {name}: {remaining} trial(s) to run ({done} already done), experiment folder {exp_dir}", flush=True)
+        say(f"  {remaining} trial(s) to run ({done} already done)")
         _tune(args, space, base, exp, remaining, resumed=prior > 0, prior_trials=prior)
     else:
-        print(f"search {name}: all {args.num_samples} trials already done; re-reporting", flush=True)
-    _finish(exp, args.selection, top=args.top)
+        say(f"  all {args.num_samples} trials already done; re-reporting")
     if args.reeval_top_k:
         from anrl_ray.reeval import reevaluate
 
         reevaluate(exp_dir, top_k=args.reeval_top_k, seeds=args.seeds, selection=args.selection)
+    _finish(exp, args.selection, top=args.top)
     return exp_dir
 
 
@@ -327,7 +338,7 @@ def _tune(args, space: SearchSpace, base: dict[str, Any], exp: Experiment, num_s
             grace_period=max(1, min(args.grace_period, cfg.epochs)),
             reduction_factor=2,
         )
-    callbacks = [outcome_callback(exp, cfg.epochs)]
+    callbacks = [outcome_callback(exp, cfg.epochs), progress_callback(cfg.epochs)]
     if args.wandb != "off":
         callbacks.append(wandb_callback(args.wandb, exp))
     max_failures = args.max_failures if args.max_failures is not None else (2 if args.address else 1)
@@ -425,11 +436,13 @@ def _finish(exp: Experiment, selection: str, top: int = 5) -> None:
     from anrl_ray.report import finish
 
     done = finish(exp, selection)
-    print("\n".join(done.top_lines(top)))
+    say()
+    say("\n".join(done.top_lines(top)))
+    say(f"\nleaderboard: {done.leaderboard_md}")
     if done.best is None:
-        print(f"\nleaderboard: {done.leaderboard_md}\nbest/ NOT exported: {done.best_error}")
+        say(f"best/ NOT exported: {done.best_error}")
     else:
-        print(f"\nleaderboard: {done.leaderboard_md}\nbest trial exported to: {done.best}")
+        say(f"best trial exported to: {done.best}")
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -447,3 +460,22 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--cpus-per-worker and --gpus-per-worker are both 0: a Train worker needs some resource")
     if args.selection == "lodo" and len(PROTOCOLS.get(args.protocol, PROTOCOLS["OCI_M"]).sources) < 3:
         raise UserError(f"--selection lodo needs >= 3 source domains; {args.protocol} has 2 (use source_val)")
+
+
+def tune_runs(exp_dir: str | Path) -> list[Path]:
+    """The Ray Tune run folders of an experiment (one per start: the first run and every --resume)."""
+    exp = Experiment(exp_dir)
+    return sorted(p for p in exp.tune.iterdir() if p.is_dir()) if exp.tune.is_dir() else []
+
+
+def tune_results(exp_dir: str | Path, run: int = -1):
+    """Ray Tune's ``ResultGrid`` of one Tune run of an experiment (``Tuner.restore(...).get_results()``)."""
+    from ray import tune
+
+    runs = tune_runs(exp_dir)
+    if not runs:
+        raise UserError(f"{Experiment(exp_dir).tune} holds no Ray Tune run")
+    settings = Experiment(exp_dir).settings()
+    trainable = make_trainable(settings.get("base_config", {}), str(Experiment(exp_dir).path),
+                               settings.get("selection", "source_val"), None)
+    return tune.Tuner.restore(str(runs[run]), trainable=trainable).get_results()

@@ -46,6 +46,8 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-failures", type=int, default=None,
                    help="restarts of a trial after a worker, node or trial driver died, each from its last checkpoint "
                         "(default 1 locally, 2 with --address)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's, the trials' and the libraries' logs live (they always go to EXP/logs/)")
     p.add_argument("--force", action="store_true", help="--resume even though settings differ from the experiment's")
     p.add_argument("--reeval-top-k", type=int, default=0, help="re-train the top K configurations with fresh seeds")
     p.add_argument("--seeds", type=int, default=3, help="fresh seeds per configuration for --reeval-top-k (default 3)")
