@@ -66,6 +66,7 @@ class Experiment:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).resolve()
+        self._study_url: str | None = None
 
     def __repr__(self) -> str:
         return f"Experiment({str(self.path)!r})"
@@ -85,9 +86,16 @@ class Experiment:
 
     @property
     def study_url(self) -> str:
-        """The Optuna storage URL of the study: the one search.json records, else the local SQLite file."""
+        """The Optuna storage URL of the study: the one in use, else the one search.json records, else
+        the local SQLite file."""
+        if self._study_url:
+            return self._study_url
         url = self.settings().get("optuna_storage") if self.search_json.is_file() else None
         return url or f"sqlite:///{self.study_db}"
+
+    def use_study(self, url: str) -> None:
+        """Use this Optuna storage URL (``--study-storage``) instead of the recorded one."""
+        self._study_url = url
 
     @property
     def trials(self) -> Path:

@@ -187,6 +187,40 @@ def finished_trials(exp: Experiment) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))
 
 
+def masked_url(url: str) -> str:
+    """A storage URL with its password replaced (search.json and logs never hold secrets)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def resolve_study(exp: Experiment, requested: str | None, resume: bool) -> str:
+    """The Optuna storage URL to use, checked now (a URL that cannot be reached is exit 2, before any trial).
+
+    Default: SQLite in the experiment folder. ``--study-storage`` takes any Optuna RDB URL, e.g.
+    ``postgresql://user@host:5432/db`` (a password is better given in PGPASSWORD than in the URL:
+    it is never written to search.json).
+    """
+    import optuna
+
+    recorded = exp.settings().get("optuna_storage") if resume else None
+    url = requested or recorded or f"sqlite:///{exp.study_db}"
+    if "***" in url:
+        raise UserError(f"--resume: the study storage {url} was recorded without its password; pass --study-storage "
+                        "again (or put the password in PGPASSWORD)")
+    try:
+        optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=STALE_SECONDS)
+    except Exception as e:  # noqa: BLE001  driver missing, server down, bad credentials, bad URL
+        raise UserError(f"--study-storage {masked_url(url)}: cannot open it ({type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0][:300]}); check the URL, the server and the credentials") from None
+    exp.use_study(url)
+    return url
+
+
 def compare_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The RESUME_KEYS whose values differ between an experiment's settings and a --resume's."""
     diffs = []
@@ -291,7 +325,7 @@ def _run_locked(args: argparse.Namespace, exp: Experiment, space: SearchSpace, p
         "scheduler": args.scheduler,
         "seed": args.seed,
         "study_name": STUDY_NAME,
-        "optuna_storage": old.get("optuna_storage") or f"sqlite:///{exp.study_db}",
+        "optuna_storage": masked_url(resolve_study(exp, getattr(args, "study_storage", None), args.resume)),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if args.resume:

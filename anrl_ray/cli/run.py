@@ -40,6 +40,9 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
                    help="objective and model selection, source data only (oracle is only a reported column)")
     p.add_argument("--storage", default="runs", help="folder (or URI) holding experiments (default ./runs)")
     p.add_argument("--name", default=None, help="experiment name (default PROTOCOL-TIME)")
+    p.add_argument("--study-storage", default=None, metavar="URL",
+                   help="Optuna RDB URL for the study, e.g. postgresql://user@host/db for a cluster "
+                        "(default: SQLite in the experiment folder; a password belongs in PGPASSWORD)")
     p.add_argument("--resume", action="store_true", help="continue the experiment --storage/--name (Optuna keeps its history)")
     p.add_argument("--wandb", choices=["offline", "online", "off"], default="offline", help="default offline (no network)")
     p.add_argument("--keep-checkpoints", type=int, default=None, help="checkpoints kept per trial, by recency (default all)")
