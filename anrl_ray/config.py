@@ -28,6 +28,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adam", "adamw", "sgd"),
     "scheduler": ("step", "cosine", "none"),
     "selection_metric": ("hter", "auc"),
+    "placement": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
     "protocol": tuple(PROTOCOLS),
 }
 
@@ -83,6 +84,7 @@ class TrialConfig:
     num_workers: int = 2  # Ray Train workers (DDP ranks)
     cpus_per_worker: float = 0.5
     gpus_per_worker: float = 0.0
+    placement: str = "PACK"  # Ray placement of a trial's workers: PACK (fewest nodes) or SPREAD (across nodes)
     bf16: bool = False  # bf16 autocast (GPU only)
     deterministic: bool = True  # torch deterministic algorithms (CPU runs repeat exactly)
 
@@ -108,7 +110,7 @@ class TrialConfig:
 # Hardware profiles: what a machine can afford. "cpu" keeps a whole search on 2 CPU cores
 # in minutes (64x fewer pixels, 1/16 of the multiply-adds per pixel); "full" is the paper's size.
 PROFILES: dict[str, dict[str, Any]] = {
-    "full": {},
+    "full": {"bf16": True},  # bf16 autocast takes effect on CUDA only
     "cpu": {
         "img_size": 32,
         "width": 0.25,

@@ -99,6 +99,8 @@ STALE_SECONDS = 15  # a RUNNING trial without a heartbeat for this long belonged
 
 # Settings that define an experiment: a --resume that changes one is refused unless --force.
 RESUME_KEYS = ("protocol", "selection", "space_params", "profile", "base_config", "searcher", "scheduler", "seed")
+# Resources may change between runs of one experiment (another cluster): not compared.
+RESOURCE_KEYS = ("data_root", "num_workers", "cpus_per_worker", "gpus_per_worker", "placement")
 
 
 def study_storage(exp: Experiment):
@@ -228,8 +230,8 @@ def compare_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if key not in old:
             continue
         a, b = old[key], json.loads(json.dumps(new[key]))
-        if key == "base_config":  # the data may have moved; everything else must match
-            a, b = ({k: v for k, v in x.items() if k != "data_root"} for x in (a, b))
+        if key == "base_config":  # the data may have moved and the resources changed; the rest must match
+            a, b = ({k: v for k, v in x.items() if k not in RESOURCE_KEYS} for x in (a, b))
             keys = sorted(set(a) | set(b))
             diffs += [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
         elif a != b:
@@ -264,7 +266,13 @@ def run_search(args: argparse.Namespace) -> Path:
     """Run (or resume) a search and write the leaderboard, best/ and plots. Returns the experiment folder."""
     get_protocol(args.protocol)
     space = load_space(args.space or default_space(args.protocol))
-    profile = default_profile() if args.profile == "auto" else args.profile
+    if args.profile == "auto" and args.address:  # a cluster's GPUs decide, not the driver's
+        init_ray(args.address)
+        import ray
+
+        profile = "full" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+    else:
+        profile = default_profile() if args.profile == "auto" else args.profile
     if args.num_samples is None:
         args.num_samples = DEFAULT_TRIALS[profile]
 
@@ -272,8 +280,8 @@ def run_search(args: argparse.Namespace) -> Path:
         "protocol": args.protocol,
         "seed": args.seed,
         "num_workers": args.workers_per_trial,
-        "cpus_per_worker": args.cpus_per_worker,
-        "gpus_per_worker": args.gpus_per_worker,
+        "cpus_per_worker": 0.5 if args.cpus_per_worker is None else args.cpus_per_worker,
+        "gpus_per_worker": args.gpus_per_worker or 0.0,
     }
     if args.epochs:
         overrides["epochs"] = args.epochs
@@ -345,6 +353,13 @@ def _run_locked(args: argparse.Namespace, exp: Experiment, space: SearchSpace, p
     exp.write_settings(settings)
 
     init_ray(args.address, log_to_driver=verbose)
+    sized = size_workers(make_config(base), args.gpus_per_worker, args.cpus_per_worker)
+    if sized != make_config(base):
+        base = sized.to_dict()
+        settings["base_config"] = base
+        exp.write_settings(settings)
+        say(f"  workers: {sized.num_workers} per trial x {sized.gpus_per_worker:g} GPU + {sized.cpus_per_worker:g} CPU "
+            "(sized from the cluster)")
     if remaining:
         say(f"  {remaining} trial(s) to run ({done} already done)")
         _tune(args, space, base, exp, remaining, resumed=prior > 0, prior_trials=prior)
@@ -440,6 +455,18 @@ def outcome_callback(exp: Experiment, epochs: int):
     return RecordOutcome()
 
 
+def size_workers(cfg: TrialConfig, gpus_per_worker: float | None, cpus_per_worker: float | None) -> TrialConfig:
+    """Fill the resources the user left to us from the cluster: with GPUs, one GPU per Train worker
+    (an equal share when there are fewer GPUs than workers) and 2 CPUs for each worker's data."""
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus_per_worker is not None or gpus <= 0:
+        return cfg
+    share = 1.0 if gpus >= cfg.num_workers else round(gpus / cfg.num_workers, 4)
+    return cfg.replace(gpus_per_worker=share, cpus_per_worker=2.0 if cpus_per_worker is None else cpus_per_worker)
+
+
 def concurrent_trials(cfg: TrialConfig) -> int:
     """How many trials fit at once, leaving one CPU for Ray Data's read tasks (docs/NOTES.md)."""
     import ray
@@ -485,12 +512,12 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, value in positive.items():
         if value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
-    for flag, value in {"--cpus-per-worker": args.cpus_per_worker, "--gpus-per-worker": args.gpus_per_worker,
+    for flag, value in {"--cpus-per-worker": args.cpus_per_worker or 0, "--gpus-per-worker": args.gpus_per_worker or 0,
                         "--epochs": args.epochs, "--max-concurrent": args.max_concurrent, "--reeval-top-k": args.reeval_top_k,
                         "--max-failures": args.max_failures or 0}.items():
         if value < 0:
             raise UserError(f"{flag} must be >= 0, got {value}")
-    if args.cpus_per_worker == 0 and args.gpus_per_worker == 0:
+    if args.cpus_per_worker == 0 and not args.gpus_per_worker:
         raise UserError("--cpus-per-worker and --gpus-per-worker are both 0: a Train worker needs some resource")
     if args.selection == "lodo" and len(PROTOCOLS.get(args.protocol, PROTOCOLS["OCI_M"]).sources) < 3:
         raise UserError(f"--selection lodo needs >= 3 source domains; {args.protocol} has 2 (use source_val)")

@@ -70,6 +70,13 @@ def sync_batchnorm_stats(module: torch.nn.Module, world: int) -> None:
         distribute_bn(module, world, reduce=True)
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> device copy; on CUDA from pinned memory, asynchronously."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def all_finite(loss: torch.Tensor, world: int) -> bool:
     """Whether the loss is finite on every rank (one tiny all-reduce under DDP)."""
     ok = torch.isfinite(loss.detach()).all().float().reshape(1)  # on the loss's device (NCCL needs CUDA)
@@ -153,8 +160,9 @@ def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
         for step, batch in enumerate(meta_batches(ctx.shards["train"], num_domains=num_domains, batch_per_class=cfg.batch_per_class,
                                                   steps=steps, seed=cfg.seed, epoch=epoch, errors=errors)):
             order = torch.randperm(num_domains, generator=domain_rng).tolist()
+            x, y, d = (to_device(batch[k], device) for k in ("image", "label", "depth"))
             with autocast():
-                loss, logs = ddp(batch["image"].to(device), batch["label"].to(device), batch["depth"].to(device), order)
+                loss, logs = ddp(x, y, d, order)
             if not all_finite(loss, world):  # every rank agrees, so all stop at the same step
                 if rank == 0:
                     reason = (f"non-finite loss at epoch {epoch} step {step} (loss {float(loss):.4g}; "
@@ -361,7 +369,8 @@ def run_trial(
             "resume_from": str(Path(resume_from).resolve()) if resume_from else None,
         },
         scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.num_workers, use_gpu=cfg.gpus_per_worker > 0, resources_per_worker=resources
+            num_workers=cfg.num_workers, use_gpu=cfg.gpus_per_worker > 0, resources_per_worker=resources,
+            placement_strategy=cfg.placement,
         ),
         run_config=ray.train.RunConfig(
             name=name,

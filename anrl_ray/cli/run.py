@@ -30,8 +30,11 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
                    help="trials in total (default: 8 with the cpu profile, sized to finish in ~15 min on 2 cores; 20 full)")
     p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: as many as fit, one CPU left for data)")
     p.add_argument("--workers-per-trial", type=int, default=2, help="Ray Train workers (DDP ranks) per trial (default 2)")
-    p.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPUs per Train worker, fractions allowed (default 0.5)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per Train worker, fractions allowed (default 0)")
+    p.add_argument("--cpus-per-worker", type=float, default=None,
+                   help="CPUs per Train worker, fractions allowed (default 0.5; 2 when the workers get GPUs)")
+    p.add_argument("--gpus-per-worker", type=float, default=None,
+                   help="GPUs per Train worker, fractions allowed (default: sized from the cluster: 1 per worker "
+                        "when it has enough GPUs, else an equal share; 0 without GPUs)")
     p.add_argument("--epochs", type=int, default=0, help="epochs per trial (default: the profile's, 4 on CPU, 50 full)")
     p.add_argument("--scheduler", choices=["asha", "none"], default="asha", help="early stopping (default asha)")
     p.add_argument("--grace-period", type=int, default=2, help="ASHA grace period in epochs (default 2)")
