@@ -369,7 +369,7 @@ def _run_locked(args: argparse.Namespace, exp: Experiment, space: SearchSpace, p
         from anrl_ray.reeval import reevaluate
 
         reevaluate(exp_dir, top_k=args.reeval_top_k, seeds=args.seeds, selection=args.selection)
-    _finish(exp, args.selection, top=args.top)
+    _finish(exp, args.selection, top=args.top, wandb_mode=args.wandb)
     return exp_dir
 
 
@@ -388,7 +388,7 @@ def _tune(args, space: SearchSpace, base: dict[str, Any], exp: Experiment, num_s
             reduction_factor=2,
         )
     callbacks = [outcome_callback(exp, cfg.epochs), progress_callback(cfg.epochs)]
-    if args.wandb != "off":
+    if args.wandb == "online":  # live; "offline" writes its runs from the records at the end (no actor)
         callbacks.append(wandb_callback(args.wandb, exp))
     max_failures = args.max_failures if args.max_failures is not None else (2 if args.address else 1)
     trainable = make_trainable(base, str(exp.path), args.selection, args.keep_checkpoints, max_failures)
@@ -492,11 +492,20 @@ def wandb_callback(mode: str, exp: Experiment):
                                excludes=["record"], log_config=True)
 
 
-def _finish(exp: Experiment, selection: str, top: int = 5) -> None:
+def _finish(exp: Experiment, selection: str, top: int = 5, wandb_mode: str = "off") -> None:
     """Leaderboard, best/ and plots (``report.finish``); print the top rows and the path of best/."""
     from anrl_ray.report import finish
 
     done = finish(exp, selection)
+    if wandb_mode == "offline":
+        from anrl_ray.records import collect_all, epoch_records
+        from anrl_ray.tracking import write_offline_runs
+
+        runs = {name: epoch_records(recs) for name, recs in collect_all(exp.trials).items()}
+        try:
+            write_offline_runs(exp.wandb, exp.name, runs)
+        except Exception as e:  # noqa: BLE001  tracking never fails a finished search
+            say(f"W&B offline runs not written: {type(e).__name__}: {e}")
     say()
     say("\n".join(done.top_lines(top)))
     say(f"\nleaderboard: {done.leaderboard_md}")
@@ -519,6 +528,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} must be >= 0, got {value}")
     if args.cpus_per_worker == 0 and not args.gpus_per_worker:
         raise UserError("--cpus-per-worker and --gpus-per-worker are both 0: a Train worker needs some resource")
+    if args.wandb == "online" and not os.environ.get("WANDB_API_KEY"):
+        raise UserError("--wandb online needs WANDB_API_KEY in the environment; use --wandb offline (default) or off")
     if args.selection == "lodo" and len(PROTOCOLS.get(args.protocol, PROTOCOLS["OCI_M"]).sources) < 3:
         raise UserError(f"--selection lodo needs >= 3 source domains; {args.protocol} has 2 (use source_val)")
 
