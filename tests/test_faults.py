@@ -16,7 +16,7 @@ from anrl_ray.cli.run import search_main
 from anrl_ray.errors import UserError
 from anrl_ray.experiment import Experiment, records_path
 from anrl_ray.records import epoch_records, read_records, run_state
-from anrl_ray.search import compare_settings
+from anrl_ray.study import compare_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--profile", "cpu", "--epochs", "2", "--workers-per-trial", "1", "--scheduler", "none", "--wandb", "off",
