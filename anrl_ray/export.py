@@ -1,9 +1,9 @@
-"""The selected model, exported and used: ``EXP/best/``, evaluation of a checkpoint, prediction.
+"""The selected model, exported and used: ``EXP/best/`` and the evaluation of a checkpoint.
 
 ``export_best`` re-selects from the records (no retraining; ``anrl_ray.selection``), copies the
 chosen epoch's checkpoint and writes the bundle a user of the model needs (its files:
 ``anrl_ray.checkpoint``). ``write_best_plots`` draws the target ROC and the t-SNE of ``best/``.
-``evaluate_checkpoint`` and ``predict_images`` back ``anrl-ray evaluate`` / ``predict``.
+``evaluate_checkpoint`` backs ``anrl-ray evaluate``; ``anrl-ray predict`` is :mod:`anrl_ray.predict`.
 
 Scoring here is a plain single process (no Ray, no DDP): ``anrl_ray.scoring``.
 """
@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from anrl_ray import LIVE, metrics
+from anrl_ray import metrics
 from anrl_ray.checkpoint import (
     CHECKPOINT_FILE,
     SELECTION_FILE,
@@ -31,7 +31,7 @@ from anrl_ray.errors import UserError
 from anrl_ray.experiment import RECORDS_FILE, Experiment, checkpoint_dir_name, checkpoint_epochs
 from anrl_ray.plots import message_png, plot_roc, plot_tsne
 from anrl_ray.records import collect_records, run_folders
-from anrl_ray.scoring import Scores, check_domain, default_device, is_synthetic, score_images, score_metrics, score_split
+from anrl_ray.scoring import Scores, check_domain, default_device, is_synthetic, score_metrics, score_split
 from anrl_ray.selection import METHODS, SCORE_MEANING, compared, describe, oracle_column, select
 
 ROC_PNG = "roc_target.png"
@@ -215,39 +215,3 @@ def evaluate_checkpoint(
     if is_synthetic(data_root, domain):
         result["warning"] = "synthetic data: not comparable with results on the real datasets"
     return result
-
-
-def predict_images(
-    checkpoint: str | Path, images: Sequence[str | Path], *,
-    threshold: float | None = None, batch_size: int = 32, device: str = "auto",
-) -> list[tuple[str, float, str]]:
-    """(path, P(spoof), "live"|"spoof") for each face-crop image file."""
-    from anrl_ray.data.transforms import FASTransform
-
-    check_threshold(threshold)
-    model, cfg, _ = load_model(checkpoint)
-    model.to(default_device(device))
-    if threshold is None:
-        threshold, _ = exported_threshold(checkpoint)
-        if threshold is None:
-            raise UserError(
-                f"{checkpoint}: no decision threshold found (best/ metrics.json 'threshold' or a checkpoint "
-                f"folder's metrics.json); re-export with `anrl-ray best EXP` or pass --threshold T"
-            )
-    tf = FASTransform(cfg.img_size, cfg.in_channels, augment=False)
-    inputs = []
-    for name in images:
-        path = Path(name)
-        if not path.is_file():
-            raise UserError(f"image {path} not found")
-        try:
-            x, _ = tf(path.read_bytes(), None, LIVE)
-        except (ValueError, OSError) as e:
-            raise UserError(f"image {path} is not a readable JPEG/PNG face crop ({e})") from e
-        inputs.append(x)
-    out = []
-    for start in range(0, len(inputs), batch_size):
-        p, _ = score_images(model, np.stack(inputs[start : start + batch_size]))
-        for name, score in zip(images[start : start + batch_size], p):
-            out.append((str(name), float(score), "spoof" if score >= threshold else "live"))
-    return out

@@ -218,7 +218,7 @@ def test_cli_predict(experiment, data_root, tmp_path, capsys):
     for i, r in enumerate(rows):
         files.append(tmp_path / f"face{i}.jpg")
         files[-1].write_bytes(r["image"])
-    assert main(["predict", str(exp / "best"), *map(str, files)]) == 0
+    assert main(["predict", "--no-detect", str(exp / "best"), *map(str, files)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3
     scores = []
@@ -235,35 +235,35 @@ def test_cli_predict(experiment, data_root, tmp_path, capsys):
         want = torch.softmax(learners[("t1", 1)].model.eval()(torch.from_numpy(x)).logits, 1)[:, 1].numpy()
     # exact on the CPU; on a GPU (the default device there) cuDNN/TF32 convolutions differ slightly
     np.testing.assert_allclose(scores, want, atol=5e-3 if torch.cuda.is_available() else 1e-6)
-    assert main(["predict", str(exp / "best"), *map(str, files), "--device", "cpu"]) == 0
+    assert main(["predict", "--no-detect", str(exp / "best"), *map(str, files), "--device", "cpu"]) == 0
     cpu_scores = [float(line.split("\t")[1]) for line in capsys.readouterr().out.splitlines()]
     np.testing.assert_allclose(cpu_scores, want, atol=1e-6)
 
-    assert main(["predict", str(exp / "best"), str(files[0]), "--threshold", "0"]) == 0
+    assert main(["predict", "--no-detect", str(exp / "best"), str(files[0]), "--threshold", "0"]) == 0
     assert capsys.readouterr().out.strip().endswith("\tspoof")
 
-    assert main(["predict", str(exp / "best"), str(files[0]), "--threshold", "nan"]) == 2
+    assert main(["predict", "--no-detect", str(exp / "best"), str(files[0]), "--threshold", "nan"]) == 2
     assert "--threshold nan: must be a finite number" in capsys.readouterr().err
 
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
-    assert main(["predict", str(exp / "best"), str(files[0]), str(bad)]) == 2
+    assert main(["predict", "--no-detect", str(exp / "best"), str(files[0]), str(bad)]) == 2
     assert f"image {bad} is not a readable" in capsys.readouterr().err
-    assert main(["predict", str(exp / "best"), str(tmp_path / "missing.png")]) == 2
+    assert main(["predict", "--no-detect", str(exp / "best"), str(tmp_path / "missing.png")]) == 2
     assert "missing.png not found" in capsys.readouterr().err
 
     # a checkpoint file with no metrics.json beside it, and a best/ without a threshold
     bare = tmp_path / "bare"
     _save(bare, cfg, 0)
-    assert main(["predict", str(bare / "checkpoint.pt"), str(files[0])]) == 2
+    assert main(["predict", "--no-detect", str(bare / "checkpoint.pt"), str(files[0])]) == 2
     assert "pass --threshold" in capsys.readouterr().err
-    assert main(["predict", str(bare / "checkpoint.pt"), str(files[0]), "--threshold", "0.5"]) == 0
+    assert main(["predict", "--no-detect", str(bare / "checkpoint.pt"), str(files[0]), "--threshold", "0.5"]) == 0
     capsys.readouterr()
     (exp / "best" / "metrics.json").unlink()
     mc = json.loads((exp / "best" / "model_config.json").read_text())
     del mc["threshold"]
     (exp / "best" / "model_config.json").write_text(json.dumps(mc))
-    assert main(["predict", str(exp / "best"), str(files[0])]) == 2
+    assert main(["predict", "--no-detect", str(exp / "best"), str(files[0])]) == 2
     assert "no decision threshold" in capsys.readouterr().err
 
 

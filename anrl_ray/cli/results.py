@@ -7,6 +7,7 @@ import json
 import sys
 import warnings
 
+from anrl_ray.data.faces import DETECTORS
 from anrl_ray.scoring import SPLIT_CHOICES
 from anrl_ray.selection import METHODS
 
@@ -53,12 +54,36 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from anrl_ray.export import predict_images
+    from anrl_ray.errors import UserError
+    from anrl_ray.predict import Predictor, check_images
 
-    for name, score, decision in predict_images(args.checkpoint, args.images, threshold=args.threshold,
-                                                batch_size=args.batch_size, device=args.device):
-        print(f"{name}\t{score:.6f}\t{decision}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
+    check_images(args.images)  # before the model loads: a bad path fails at once
+    predictor = Predictor(args.checkpoint, threshold=args.threshold, device=args.device, margin=args.margin,
+                          detector=args.detector)
+    if not args.no_detect:
+        c = predictor.crop
+        print(f"note: face crops with margin {c.margin:g}, {c.size} px, JPEG quality {c.jpeg_quality} "
+              f"(from {c.source}); threshold {predictor.threshold:.6f}", file=sys.stderr)
+    for p in predictor.predict(args.images, detect=not args.no_detect, main_face_only=args.main_face,
+                               annotate_dir=args.save_annotated, batch_size=args.batch_size):
+        print(p.line(), flush=True)
     return 0
+
+
+PREDICT_DESCRIPTION = """\
+Score images with a trained model. Output on stdout, one line per face, tab-separated:
+  PATH  FACE  X,Y,W,H  P(SPOOF)  live|spoof   a detected face (FACE 0 = the largest; box in image pixels)
+  PATH  no face found                         an image in which the detector found no face
+  PATH  P(SPOOF)  live|spoof                  with --no-detect (each file is one crop)
+P(SPOOF) has 6 decimals; spoof when P(SPOOF) >= the threshold. Faces are found with the
+converters' detector and cut as the converters cut training frames (square around the face box,
+the training data's margin, resized and JPEG-encoded like the stored crops, then resized to the
+network input). A note on stderr says which margin was used and where it came from.
+Exit 0 when every image was read (images without a face are results, not errors); exit 2 with a
+one-line message for a missing, empty or non-image file or an unreadable checkpoint.
+"""
 
 
 def register(sub) -> None:
@@ -79,10 +104,27 @@ def register(sub) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: CUDA when present")
     p.set_defaults(func=evaluate)
 
-    p = sub.add_parser("predict", help="P(spoof) of face crops: path<TAB>score<TAB>live|spoof")
+    p = sub.add_parser(
+        "predict",
+        help="P(spoof) of the faces in photos (detected and cropped as in training), or of ready crops",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=PREDICT_DESCRIPTION,
+    )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="best/ folder, checkpoint_epochNNNN/ folder or checkpoint.pt")
-    p.add_argument("images", metavar="IMAGES", nargs="+", help="face crop image files (JPEG/PNG)")
+    p.add_argument("images", metavar="IMAGES", nargs="+", help="image files (JPEG/PNG; anything OpenCV decodes)")
+    p.add_argument("--no-detect", action="store_true",
+                   help="the images are face crops already (as the converters store them): score each whole file")
+    p.add_argument("--main-face", action="store_true",
+                   help="only the largest face of each image, as the converters keep (default: every face found)")
+    p.add_argument("--margin", type=float, default=None, metavar="M",
+                   help="crop side = face side * (1 + M), M/2 on each side (default: the margin the training data "
+                        "was converted with, read from its manifests; else the converters' default 0.25)")
+    p.add_argument("--detector", choices=DETECTORS, default="auto",
+                   help="face detector (auto = yuface, else the OpenCV Haar cascade; the converters' default)")
+    p.add_argument("--save-annotated", metavar="DIR", default=None,
+                   help="write DIR/<stem>_annotated.png per image: boxes and 'live 0.12' / 'spoof 0.93' labels "
+                        "(DIR is created; inputs are never overwritten)")
     p.add_argument("--threshold", type=float, default=None, help="decision threshold (default: the exported one)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="crops scored together (default 32)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: CUDA when present")
     p.set_defaults(func=predict)
