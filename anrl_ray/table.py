@@ -76,7 +76,8 @@ def search_argv(args: argparse.Namespace, protocol: str, root: Path, resume: boo
 def ensure_search(args: argparse.Namespace, protocol: str, root: Path) -> Experiment:
     """Run one protocol's search, continue it (``--resume``), or reuse it when all its trials are done."""
     from anrl_ray.cli.run import search_parser
-    from anrl_ray.search import DEFAULT_TRIALS, check_args, finished_trials, run_search
+    from anrl_ray.search import DEFAULT_TRIALS, check_args, run_search
+    from anrl_ray.study import finished_trials
 
     exp = Experiment(root / protocol)
     started = exp.search_json.is_file()
@@ -88,6 +89,10 @@ def ensure_search(args: argparse.Namespace, protocol: str, root: Path) -> Experi
     sargs = search_parser().parse_args(search_argv(args, protocol, root, resume=started))
     check_args(sargs)
     run_search(sargs)
+    done = finished_trials(exp)
+    if done < wanted:  # Tune stopped early (Ctrl-C): stop here rather than go on to the next protocol
+        raise UserError(f"the search {exp.path} stopped after {done} of {wanted} trials; run the same command again "
+                        "to continue it")
     return exp
 
 
