@@ -285,7 +285,9 @@ def test_score_split_subsample_and_empty_split(experiment, data_root):
     part = export.score_split(model, cfg, data_root, "O", "all", max_frames=5)
     assert len(full.scores) == 18 and 3 <= len(part.scores) <= 5
     assert full.feature_matrix().shape == (18, model.feature_channels)
-    assert part.scores == full.scores[:: -(-18 // 5)]  # every n-th crop, same numbers
+    # every n-th crop, the same numbers up to float32 rounding: CPU kernels may differ in the last bits
+    # with the batch size (here 5 vs 18 crops per forward), so not bit-exact
+    assert part.scores == pytest.approx(full.scores[:: -(-18 // 5)], rel=0, abs=1e-5)
     with pytest.raises(UserError, match="--split 'val'"):
         export.score_split(model, cfg, data_root, "O", "val")
 
