@@ -158,6 +158,9 @@ def screen_medium(src: np.ndarray, av: AttackVideo) -> np.ndarray:
     R = src.shape[0]
     xx, yy = Grid.get(R)
     x = np.clip(src, 0, 1) ** (inst.screen_gamma * av.screen[0])
+    if inst.saturation != 1.0:  # the display's colour rendering
+        gray = x.mean(axis=2, keepdims=True)
+        x = np.clip(gray + inst.saturation * (x - gray), 0, 1)
     x = inst.black + (1.0 - inst.black) * x
     x = x * np.asarray(inst.tint, np.float32)
     pitch = inst.pixel_pitch * av.screen[1] * av.scale  # canvas pixels per screen pixel

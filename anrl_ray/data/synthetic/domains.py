@@ -96,12 +96,14 @@ def _replay(name: str, **kw: Any) -> Instrument:
 
 # Each domain has its own strong attack cues (what an in-domain model learns) and its own
 # camera, which hides or mimics the other domains' cues (what makes cross-domain hard):
-#   O: sharp phone cameras, subtle colour, fine halftone / pixel-grid texture is the tell;
+#   O: sharp phone cameras; photo-quality prints and OLED displays that make faces *more* vivid
+#      (over-saturated, deep blacks): the opposite of the other domains' washed-out media;
 #   C: soft, noisy, desaturated, flared cameras (live faces look "washed out"); prints and the
 #      replay are strongly desaturated / blue with raised blacks, paper edges and bends;
 #   I: low-res webcam; coarse halftone blotches and strong moire bands, bezels of small screens;
 #   M: saturated phone / laptop colour; glossy prints with yellow paper, glare on the screens.
-# Shared, weaker cues: reduced dynamic range, double blur (source camera), light mismatch.
+# Shared, weaker cues: halftone / pixel-grid texture, reduced dynamic range (not in O), light mismatch.
+# Scene content (lighting, background, pose, defocus) is never a cue: sources are drawn like live scenes.
 DOMAIN_PROFILES: dict[str, Domain] = {
     # OULU-NPU: six recent phones, three sessions (office light, dark, backlit), 2 printers + 2 displays.
     "O": Domain(
@@ -117,17 +119,17 @@ DOMAIN_PROFILES: dict[str, Domain] = {
             Lighting("backlit", (0.35, 0.45), (0.2, 0.3), 0.3, "office", (0.85, 1.0)),
         ),
         attacks={
-            "print": (
-                _print("printer1", scale=(1.08, 1.35), halftone_freq=0.3, halftone_amp=0.12, gamut=(0.04, 0.96),
-                       saturation=0.92, paper_noise=0.03, glare=0.05),
-                _print("printer2", scale=(1.08, 1.35), halftone_freq=0.25, halftone_amp=0.14, gamut=(0.05, 0.95),
-                       saturation=0.9, paper_noise=0.03, glare=0.05),
+            "print": (  # photo-quality inkjet on glossy paper: vivid, full range, fine dithering
+                _print("printer1", scale=(1.08, 1.35), halftone_freq=0.3, halftone_amp=0.05, gamut=(0.02, 0.99),
+                       saturation=1.5, paper_noise=0.015, glare=0.05),
+                _print("printer2", scale=(1.08, 1.35), halftone_freq=0.25, halftone_amp=0.06, gamut=(0.03, 0.98),
+                       saturation=1.45, paper_noise=0.015, glare=0.05),
             ),
-            "replay": (
-                _replay("display1", scale=(1.05, 1.3), pixel_pitch=2.6, grid_amp=0.14, moire_amp=0.02, screen_gamma=1.05,
-                        black=0.03, glare=0.1, bezel=0.05),
-                _replay("display2", scale=(1.05, 1.3), pixel_pitch=3.0, grid_amp=0.16, moire_amp=0.02, screen_gamma=1.08,
-                        black=0.04, tint=(1.0, 1.0, 1.03), glare=0.1, bezel=0.05),
+            "replay": (  # OLED phone / laptop displays: deep blacks, steep gamma, over-saturated colour
+                _replay("display1", scale=(1.05, 1.3), pixel_pitch=2.6, grid_amp=0.05, moire_amp=0.01, screen_gamma=1.3,
+                        black=0.005, saturation=1.5, glare=0.1, bezel=0.05),
+                _replay("display2", scale=(1.05, 1.3), pixel_pitch=3.0, grid_amp=0.06, moire_amp=0.01, screen_gamma=1.25,
+                        black=0.01, saturation=1.45, tint=(1.0, 1.0, 1.03), glare=0.1, bezel=0.05),
             ),
         },
         skin_tone=(0.0, 0.45),
