@@ -49,7 +49,10 @@ class _FilteredStdout(io.TextIOBase):
         self.log.flush()
 
     def isatty(self) -> bool:
-        return self.out.isatty()
+        try:
+            return self.out.isatty()
+        except ValueError:  # the wrapped stream was closed (interpreter shutdown)
+            return False
 
     def fileno(self) -> int:
         return self.out.fileno()

@@ -22,14 +22,14 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from anrl_ray.checkpoint import load_checkpoint, write_checkpoint_folder
+from anrl_ray.checkpoint import CHECKPOINT_FILE, load_checkpoint, write_checkpoint_folder
 from anrl_ray.config import TrialConfig, make_config
 from anrl_ray.data.checks import DecodeErrors
 from anrl_ray.data.pipeline import InputSpec, data_config, eval_dataset, iter_eval_batches, meta_batches, steps_per_epoch, training_dataset
 from anrl_ray.errors import UserError
-from anrl_ray.experiment import checkpoint_dir_name, latest_epoch, records_path
+from anrl_ray.experiment import CHECKPOINT_PREFIX, checkpoint_dir_name, records_path
 from anrl_ray.factory import build_learner, build_optimizer, seed_everything
-from anrl_ray.records import append_record, end_record, epoch_record, flat_metrics, read_records, write_records
+from anrl_ray.records import append_record, end_record, epoch_record, epoch_records, flat_metrics, read_records, write_records
 from anrl_ray.runtime import code_version
 from anrl_ray.scoring import epoch_metrics, gather, score_batches
 
@@ -45,7 +45,7 @@ class WorkerContext:
     rank: int
     world: int
     device: torch.device
-    shards: dict[str, Any]  # "train", "val", "test" -> ray.data.DataIterator
+    shards: dict[str, Any]  # "train", "eval" -> ray.data.DataIterator
     resume_dir: str | None  # a checkpoint folder to continue from, or None
     report: Callable[[dict[str, Any], str | None, int], None]  # (metrics, checkpoint dir or None, epoch)
     node_id: str = ""  # the Ray node this rank runs on (records show where every rank ran)
@@ -87,8 +87,6 @@ def all_finite(loss: torch.Tensor, world: int) -> bool:
 
 def _carried_objectives(resume_dir: str | None, loop_config: dict[str, Any], metric: str) -> list[float]:
     """Objectives of the epochs a resumed run already has (from the checkpoint's records)."""
-    from anrl_ray.records import epoch_records, flat_metrics
-
     if resume_dir is None or not records_path(resume_dir).exists():
         return []
     out = []
@@ -99,6 +97,23 @@ def _carried_objectives(resume_dir: str | None, loop_config: dict[str, Any], met
             score = float("inf")
         out.append(loop_config.get("objective_by_epoch", {}).get(r["epoch"], score))
     return out
+
+
+def last_recorded_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint folder of a run that its records vouch for (written before its record)."""
+    path = records_path(run_dir)
+    if not path.exists():
+        return None
+    for r in reversed(epoch_records(read_records(path))):
+        folder = Path(run_dir) / r.get("checkpoint", "")
+        if r.get("checkpoint") and (folder / CHECKPOINT_FILE).is_file():
+            return folder
+    return None
+
+
+def _epoch_of(path: str | Path) -> int:
+    name = Path(str(path)).name
+    return int(name.removeprefix(CHECKPOINT_PREFIX)) if name.removeprefix(CHECKPOINT_PREFIX).isdigit() else -1
 
 
 def _carry_records(resume_dir: str, run_dir: Path, loop_config: dict[str, Any]) -> None:
@@ -123,6 +138,8 @@ def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
     optimizer, scheduler = build_optimizer(cfg, learner)
     domain_rng = torch.Generator().manual_seed(cfg.seed * 1000 + rank)  # domain order of each meta step
     start_epoch = 0
+    if ctx.resume_dir is None and rank == 0 and records_path(run_dir).exists():
+        write_records(records_path(run_dir), [])  # a fresh start redoes every epoch: no record counted twice
     if ctx.resume_dir is not None:
         state = load_checkpoint(ctx.resume_dir)
         if rank == 0:
@@ -184,9 +201,11 @@ def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
         sync_batchnorm_stats(learner, world)  # one model per evaluation: the one that is saved
 
         learner.eval()
-        val, tgt = (gather(score_batches(learner.model, iter_eval_batches(ctx.shards[k], batch_size=cfg.eval_batch_size,
-                                                                          errors=errors), device, autocast))
-                    for k in ("val", "test"))
+        # one evaluation stream (one Ray Data coordinator): source validation and target test rows,
+        # told apart by domain (the target is never a source, nor a held-out source)
+        scored = gather(score_batches(learner.model, iter_eval_batches(ctx.shards["eval"], batch_size=cfg.eval_batch_size,
+                                                                       errors=errors), device, autocast))
+        tgt, val = scored.split(lambda domain: domain == cfg.target)
         ev = epoch_metrics(val, tgt)
         losses = {k: v / max(steps, 1) for k, v in sums.items()}
         report = flat_metrics(epoch, ev, losses, cfg.selection_metric)
@@ -250,12 +269,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt is None and loop_config.get("resume_from"):
         ckpt = ray.train.Checkpoint(loop_config["resume_from"])
+    # After a worker or node loss Ray Train may not yet know the last checkpoint a rank persisted (it
+    # polls the workers): a checkpoint with a record in the run's records file is complete, use the
+    # newer of the two.
+    recorded = last_recorded_checkpoint(loop_config["run_dir"])
+    if recorded is not None and (ckpt is None or _epoch_of(ckpt.path) < _epoch_of(recorded)):
+        ckpt = ray.train.Checkpoint(str(recorded))
     with (ckpt.as_directory() if ckpt is not None else nullcontext(None)) as resume_dir:
         ctx = WorkerContext(
             rank=tctx.get_world_rank(),
             world=tctx.get_world_size(),
             device=ray.train.torch.get_device(),
-            shards={k: ray.train.get_dataset_shard(k) for k in ("train", "val", "test")},
+            shards={k: ray.train.get_dataset_shard(k) for k in ("train", "eval")},
             resume_dir=resume_dir,
             report=report,
             node_id=ray.get_runtime_context().get_node_id(),
@@ -286,7 +311,7 @@ def run_local(cfg: TrialConfig, run_dir: str | Path, threads: int = 1) -> list[d
 
 
 def build_datasets(cfg: TrialConfig, start_epoch: int = 0) -> dict[str, Any]:
-    """Ray Data datasets of a trial: source train, source validation, target test.
+    """Ray Data datasets of a trial: source train, and source validation + target test as one "eval" set.
 
     ``start_epoch`` (a resumed run) makes the training data of epoch e identical to epoch e of an
     uninterrupted run: the pipeline seeds its shuffle/subsample/augmentation per execution, and
@@ -302,7 +327,9 @@ def build_datasets(cfg: TrialConfig, start_epoch: int = 0) -> dict[str, Any]:
     # Private Ray Data counter (ray 2.60): the execution index that RandomSeedConfig(reseed_after_execution)
     # and the pipeline's per-epoch seeds read. Checked by tests/test_trial.py's resume test.
     train.context._execution_idx = start_epoch
-    return {"train": train, "val": val, "test": eval_dataset(cfg.data_root, [cfg.target], spec=spec, split="test")}
+    # val and test in one dataset: one split coordinator actor per trial instead of two
+    test = eval_dataset(cfg.data_root, [cfg.target], spec=spec, split="test")
+    return {"train": train, "eval": val.union(test)}
 
 
 def ordered_ingest_options():
@@ -351,8 +378,8 @@ def run_trial(
     if resume_from:
         start_epoch = load_checkpoint(resume_from)["epoch"] + 1
     else:
-        last = latest_epoch(os.path.join(storage_path, name)) if "://" not in storage_path else None
-        start_epoch = 0 if last is None else last + 1
+        recorded = last_recorded_checkpoint(run_dir) if "://" not in storage_path else None
+        start_epoch = 0 if recorded is None else _epoch_of(recorded) + 1
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.gpus_per_worker:
         resources["GPU"] = cfg.gpus_per_worker
@@ -383,7 +410,7 @@ def run_trial(
         ),
         datasets=build_datasets(cfg, start_epoch),
         # train: equal streaming split in a fixed order (runs repeat on CPU); val/test: every row once
-        dataset_config=data_config(execution_options={"train": ordered_ingest_options()}),
+        dataset_config=data_config(exact=("eval",), execution_options={"train": ordered_ingest_options()}),
     )
     return trainer.fit()
 
