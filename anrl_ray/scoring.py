@@ -38,6 +38,20 @@ class Scores:
         for name in ("scores", "labels", "video_ids", "domains", "attack_types", "features"):
             getattr(self, name).extend(getattr(other, name))
 
+    def split(self, first: Callable[[str], bool]) -> tuple["Scores", "Scores"]:
+        """(samples whose domain satisfies ``first``, the rest), in order; features are not split."""
+        a, b = Scores(), Scores()
+        typed = len(self.attack_types) == len(self.scores)
+        for i, domain in enumerate(self.domains):
+            out = a if first(domain) else b
+            out.scores.append(self.scores[i])
+            out.labels.append(self.labels[i])
+            out.video_ids.append(self.video_ids[i])
+            out.domains.append(domain)
+            if typed:
+                out.attack_types.append(self.attack_types[i])
+        return a, b
+
     def feature_matrix(self) -> np.ndarray:
         return np.concatenate(self.features) if self.features else np.zeros((0, 0), np.float32)
 
