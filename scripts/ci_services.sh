@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages that the cluster smoke test (scripts/cluster_smoke.sh) needs:
-# an SSH server for Ray's `local` provider and rsync for the launcher's file mounts.
+# an SSH server for Ray's `local` provider, rsync for the launcher's file mounts, ss (iproute2).
 # Idempotent and quiet: a no-op (well under a second) when everything is there.
 # PostgreSQL's initdb/pg_ctl come with these machines; this script only reports where they are.
 # Usage: bash scripts/ci_services.sh        (root, or sudo without a password)
@@ -9,6 +9,8 @@ set -euo pipefail
 missing=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)   # the smoke test lists the node's listening ports
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then

@@ -8,7 +8,7 @@
 # Usage: bash scripts/cluster_smoke.sh [OUT_DIR]      (default OUT_DIR: runs/cluster-smoke)
 #   OUT_DIR/best   the fetched best/ (model.safetensors, selection.json, ...)
 #   OUT_DIR/logs   ray up / job / ray down output
-# Needs root, openssh-server and rsync (bash scripts/ci_services.sh installs them), util-linux's
+# Needs root, openssh-server, rsync and iproute2 (bash scripts/ci_services.sh installs them), util-linux's
 # unshare, and .venv (bash scripts/setup.sh). Exit 0: passed; 77: this machine cannot host the
 # test (reason on stderr); anything else: failed.
 #
@@ -53,6 +53,7 @@ begin() { end_phase; PHASE=$1; PHASE_T0=$(now_ms); }
 [ "$(id -u)" -eq 0 ] || skip "needs root (an SSH server on port 22 that lets root in, a PID namespace)"
 [ -x /usr/sbin/sshd ] || skip "no /usr/sbin/sshd: run 'bash scripts/ci_services.sh' (installs openssh-server, rsync)"
 command -v rsync >/dev/null || skip "no rsync: run 'bash scripts/ci_services.sh'"
+command -v ss >/dev/null || skip "no ss (iproute2): run 'bash scripts/ci_services.sh'"
 command -v ssh-keygen >/dev/null || skip "no ssh-keygen (openssh-client)"
 unshare --pid --fork --mount-proc true 2>/dev/null || skip "cannot create a PID namespace (unshare --pid)"
 [ -x "$RAY" ] || die "$RAY not found: run 'bash scripts/setup.sh' first (or set ANRL_VENV)"
@@ -81,7 +82,8 @@ REAL_HOME=$HOME
 WORK=$(mktemp -d /tmp/anrl-smoke.XXXXXX)   # short: Ray's socket paths under it must stay < 108 chars
 chmod 700 "$WORK"
 LAPTOP=$WORK/laptop NODE=$WORK/node SSHD_DIR=$WORK/sshd LOGS=$WORK/logs
-mkdir -p "$LAPTOP/.ssh" "$LAPTOP/.ray" "$LAPTOP/tmp" "$NODE" "$SSHD_DIR" "$LOGS" "$WORK/stranger"
+# stranger: a HOME with no token (refusal checks); elsewhere: another program's HOME (plain ray.init)
+mkdir -p "$LAPTOP/.ssh" "$LAPTOP/.ray" "$LAPTOP/tmp" "$NODE" "$SSHD_DIR" "$LOGS" "$WORK/stranger" "$WORK/elsewhere"
 UNSHARE_PID="" SSHD_PID="" TUNNEL_PID="" CHILD="" CLUSTER_UP=0
 
 # The user's files this run must not change: back them up, restore them if they changed.
@@ -145,6 +147,27 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
         continue
     if any(k in cmd for k in keys):
         print(pid, cmd[:120])
+EOF
+}
+
+# TCP sockets the node's processes listen on, as "ADDRESS:PORT" lines.
+node_listeners() {
+  "$PY" - "$SSHD_PID" <<'EOF'
+import os, re, subprocess, sys
+target = os.readlink(f"/proc/{sys.argv[1]}/ns/pid")
+pids = set()
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if os.readlink(f"/proc/{pid}/ns/pid") == target:
+            pids.add(pid)
+    except OSError:
+        pass
+seen = set()
+for line in subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout.splitlines():
+    cols = line.split()  # State Recv-Q Send-Q Local:Port Peer:Port users:(("name",pid=N,fd=M),...)
+    if len(cols) >= 6 and set(re.findall(r"pid=(\d+)", cols[5])) & pids:
+        seen.add(cols[3].replace("*:", "0.0.0.0:"))
+print("\n".join(sorted(seen)))
 EOF
 }
 
@@ -274,11 +297,20 @@ leaked=$(cd "$NODE/anrl-ray" && find . \( -name .venv -o -name .git -o -name run
 [ "$(stat -c %a "$NODE/.ray/anrl-ray-node.token")" = 600 ] || die "the node's token file is not mode 600"
 say "ray up done; code synced without .venv/.git/runs/wandb/caches; token on the node (mode 600)"
 
+# What listens where: the dashboard on loopback only; Ray 2.60 has no bind-address option for
+# the GCS, raylet and agents (they take every interface), which is what token auth guards.
+node_listeners >"$LOGS/listeners.txt"
+grep -qx "127.0.0.1:$DASHBOARD_PORT" "$LOGS/listeners.txt" || { cat "$LOGS/listeners.txt" >&2; die "the dashboard does not listen on 127.0.0.1:$DASHBOARD_PORT"; }
+if grep -E ":$DASHBOARD_PORT\$" "$LOGS/listeners.txt" | grep -qvx "127.0.0.1:$DASHBOARD_PORT"; then
+  die "the dashboard listens beyond loopback: $(grep -E ":$DASHBOARD_PORT\$" "$LOGS/listeners.txt" | tr '\n' ' ')"
+fi
+say "dashboard on 127.0.0.1 only; beyond loopback (token-protected): $(grep -vE '^(127\.|\[?::1)' "$LOGS/listeners.txt" | tr '\n' ' ')"
+
 # The head wrote its address into its own temp dir, not /tmp/ray: a plain ray.init() elsewhere
 # on this machine starts its own Ray instead of joining this cluster.
 [ -f "$NODE/ray-tmp/ray_current_cluster" ] || die "no ray_current_cluster in the head's temp dir $NODE/ray-tmp"
 if grep -qs ":$GCS_PORT\$" /tmp/ray/ray_current_cluster; then die "/tmp/ray/ray_current_cluster points at this cluster"; fi
-joined=$(env -u RAY_ADDRESS HOME="$WORK/stranger" timeout 120 "$PY" -c '
+joined=$(env -u RAY_ADDRESS HOME="$WORK/elsewhere" timeout 120 "$PY" -c '
 import ray
 ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
 print(ray.get_runtime_context().gcs_address)
@@ -315,8 +347,18 @@ refused() {  # $1 = label, rest = env assignments; asserts that a job submission
   grep -qiE "authenticat|unauthori|401|403" "$log" || { show_tail "$log"; die "submission $label failed, but not for lack of authentication"; }
   say "job submission $label: refused ($(grep -oiE -m1 'missing authentication token|invalid authentication token|unauthori[sz]ed|authentication[a-z ]*' "$log" | head -1))"
 }
+WRONG_TOKEN=$("$PY" -c 'import secrets; print(secrets.token_hex(32))')
 refused without-token
-refused with-wrong-token RAY_AUTH_MODE=token RAY_AUTH_TOKEN="$("$PY" -c 'import secrets; print(secrets.token_hex(32))')"
+refused with-wrong-token RAY_AUTH_MODE=token RAY_AUTH_TOKEN="$WRONG_TOKEN"
+# The GCS (what ray.init(address=...) and every worker talk to) refuses a wrong token too.
+if env -u RAY_ADDRESS -u RAY_AUTH_TOKEN_PATH HOME="$WORK/stranger" RAY_AUTH_MODE=token RAY_AUTH_TOKEN="$WRONG_TOKEN" \
+     timeout 120 "$PY" -c "import ray; ray.init(address='127.0.0.1:$GCS_PORT', log_to_driver=False); print('connected')" \
+     >"$LOGS/gcs_wrong_token.log" 2>&1; then
+  show_tail "$LOGS/gcs_wrong_token.log"; die "ray.init() with a wrong token connected to the GCS"
+fi
+grep -qiE "authenticat|unauthenticated" "$LOGS/gcs_wrong_token.log" \
+  || { show_tail "$LOGS/gcs_wrong_token.log"; die "ray.init() with a wrong token failed, but not for lack of authentication"; }
+say "ray.init() against the GCS with a wrong token: refused"
 "${AUTHED[@]}" "$RAY" job list --address "$API" >"$LOGS/job_list.log" 2>&1 \
   || { show_tail "$LOGS/job_list.log"; die "ray job list with the cluster token failed"; }
 say "ray job list with the cluster token: accepted"
@@ -331,9 +373,23 @@ run_logged "$LOGS/job.log" "${AUTHED[@]}" "$RAY" job submit --address "$API" --s
   --storage "$NODE/runs" --name "$SEARCH_NAME" --address auto || submit_rc=$?
 status=$("${AUTHED[@]}" "$RAY" job status --address "$API" "$JOB_ID" 2>&1 | tail -n 3 || true)
 echo "$status" >>"$LOGS/job.log"
-[ "$submit_rc" -eq 0 ] && echo "$status" | grep -qiE "SUCCEEDED|succeeded" || { show_tail "$LOGS/job.log" 60; die "the search job did not succeed (ray job submit exit $submit_rc)"; }
+if ! { [ "$submit_rc" -eq 0 ] && echo "$status" | grep -qiE "SUCCEEDED|succeeded"; }; then
+  show_tail "$LOGS/job.log" 60
+  if grep -q "running low on memory" "$LOGS/job.log"; then
+    die "the search job failed: Ray's memory monitor killed its workers (machine memory above 95%; other processes?)"
+  fi
+  die "the search job did not succeed (ray job submit exit $submit_rc)"
+fi
 grep -E "best trial exported to|leaderboard:" "$LOGS/job.log" | sed 's/^/cluster_smoke:   job: /' || true
 say "job $JOB_ID SUCCEEDED"
+
+begin watch
+# Watching from the laptop: `ray exec` runs `ray status` on the head (the token is on the node).
+run_logged "$LOGS/ray_status.log" "${LENV[@]}" "$RAY" exec "$RUN_CONFIG" \
+  'RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$HOME/.ray/anrl-ray-node.token ray status --address 127.0.0.1:'"$GCS_PORT" \
+  || { show_tail "$LOGS/ray_status.log"; die "ray exec ... ray status on the head failed"; }
+grep -q "Resources" "$LOGS/ray_status.log" || { show_tail "$LOGS/ray_status.log"; die "ray status printed no resources"; }
+say "ray exec ... ray status on the head: $(grep -m1 -oE '[0-9.]+ ?CPU' "$LOGS/ray_status.log" | head -1) in the cluster"
 
 # ---------------------------------------------------------------- 7. fetch best/
 begin "fetch best"
