@@ -91,8 +91,11 @@ def fail_interrupted(exp: Experiment) -> tuple[int, int]:
         optuna.storages.fail_stale_trials(study)
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-    for name, state in collect_states(exp.trials).items():  # runs that never said how they ended
-        if state["state"] == "unfinished":
+    states = collect_states(exp.trials) if exp.trials.is_dir() else {}
+    # runs that never said how they ended, including those that died before their first epoch record
+    started = {p.name for p in exp.trials.iterdir() if p.is_dir()} if exp.trials.is_dir() else set()
+    for name in sorted(started | set(states)):
+        if states.get(name, {"state": "unfinished"})["state"] == "unfinished":
             append_record(records_path(exp.run_dir(name)), end_record("interrupted", name, "the search driver stopped "
                                                                       "before this trial finished; replaced on --resume"))
     return len(running), len(study.trials)
