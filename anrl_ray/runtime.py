@@ -90,5 +90,18 @@ def init_ray(address: str | None, num_cpus: int | None = None, log_to_driver: bo
         # The dashboard (State API) must run: without it Ray Train cannot clean up the placement
         # group of a trial that Tune stopped early, and the next trial waits for CPUs forever.
         # It binds to localhost only. address="local": never join a cluster running on this machine.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=env,
-                 log_to_driver=log_to_driver)
+        # Train's placement-group cleaner finds the State API by RAY_API_SERVER_ADDRESS, else by scanning
+        # for GCS processes, which fails when other Ray instances run on the machine: name ours.
+        port = free_port()
+        os.environ["RAY_API_SERVER_ADDRESS"] = env["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                 runtime_env=env, log_to_driver=log_to_driver)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
