@@ -8,9 +8,9 @@
 # Usage: bash scripts/cluster_smoke.sh [OUT_DIR]      (default OUT_DIR: runs/cluster-smoke)
 #   OUT_DIR/best   the fetched best/ (model.safetensors, selection.json, ...)
 #   OUT_DIR/logs   ray up / job / ray down output
-# Needs root, openssh-server, rsync and iproute2 (bash scripts/ci_services.sh installs them), util-linux's
-# unshare, and .venv (bash scripts/setup.sh). Exit 0: passed; 77: this machine cannot host the
-# test (reason on stderr); anything else: failed.
+# Needs root, openssh-server, rsync and iproute2 (bash scripts/ci_services.sh installs them),
+# util-linux's unshare, and .venv (bash scripts/setup.sh). Exit 0: passed; 77: this machine cannot
+# host the test (reason on stderr); anything else: failed.
 #
 # Isolation from everything else on the machine (other Ray instances, the user's files):
 # - the "laptop" side (ray CLI) and the "node" side (sshd sessions) get throwaway HOMEs under a
@@ -24,8 +24,9 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${1:-$REPO/runs/cluster-smoke}
+OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
 cd "$REPO"
-OUT=$(mkdir -p "${1:-runs/cluster-smoke}" && cd "${1:-runs/cluster-smoke}" && pwd)
 VENV=${ANRL_VENV:-$REPO/.venv}
 PY=$VENV/bin/python
 RAY=$VENV/bin/ray
