@@ -63,7 +63,8 @@ def search_argv(args: argparse.Namespace, protocol: str, root: Path, resume: boo
     argv = ["--protocol", protocol, "--storage", str(root), "--name", protocol, "--selection", args.selection,
             "--profile", args.profile, "--workers-per-trial", str(args.workers_per_trial),
             "--cpus-per-worker", str(args.cpus_per_worker), "--gpus-per-worker", str(args.gpus_per_worker),
-            "--seed", str(args.seed), "--wandb", args.wandb, "--max-concurrent", str(args.max_concurrent)]
+            "--seed", str(args.seed), "--wandb", args.wandb, "--max-concurrent", str(args.max_concurrent),
+            "--scheduler", args.scheduler]
     for flag, value in (("--data", args.data), ("--num-samples", args.num_samples), ("--epochs", args.epochs),
                         ("--address", args.address)):
         if value:

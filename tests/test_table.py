@@ -122,6 +122,7 @@ def test_table_end_to_end(tiny_data, tmp_path, capsys):
 
     argv = ["table", "--protocols", "OCI_M,MI_C", "--data", tiny_data, "--storage", str(tmp_path), "--name", "t",
             "--num-samples", "1", "--epochs", "1", "--seeds", "2", "--profile", "cpu", "--workers-per-trial", "1",
+            "--scheduler", "none",  # one epoch: no early stopping to do
             "--set", "max_steps_per_epoch=2", "--set", "img_size=16", "--set", "width=0.125", "--set", "batch_per_class=2"]
     try:
         assert main(argv) == 0

@@ -36,6 +36,7 @@ def register(sub) -> None:
     p.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPUs per Train worker (default 0.5)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per Train worker (default 0)")
     p.add_argument("--max-concurrent", type=int, default=0, help="search trials at once (default: as many as fit)")
+    p.add_argument("--scheduler", choices=["asha", "none"], default="asha", help="early stopping in the searches (default asha)")
     p.add_argument("--seed", type=int, default=0, help="the searches' seed (default 0)")
     p.add_argument("--address", default=None, help="address of a running Ray cluster (default: start a local one)")
     p.add_argument("--wandb", choices=["offline", "online", "off"], default="off", help="W&B logging of the searches (default off)")
