@@ -108,7 +108,7 @@ restore_guarded() {
 }
 
 # The ray CLI as the launching side ("laptop") runs it: its own HOME and temp dir.
-LENV=(env -u RAY_ADDRESS -u RAY_AUTH_MODE -u RAY_AUTH_TOKEN -u RAY_AUTH_TOKEN_PATH
+LENV=(env -u RAY_ADDRESS -u RAY_API_SERVER_ADDRESS -u RAY_AUTH_MODE -u RAY_AUTH_TOKEN -u RAY_AUTH_TOKEN_PATH
       HOME="$LAPTOP" TMPDIR="$LAPTOP/tmp" RAY_USAGE_STATS_ENABLED=0 PATH="$VENV/bin:$PATH")
 TOKEN_FILE=$LAPTOP/.ray/anrl-ray-local.token
 AUTHED=("${LENV[@]}" RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$TOKEN_FILE")
@@ -311,7 +311,7 @@ say "dashboard on 127.0.0.1 only; beyond loopback (token-protected): $(grep -vE 
 # on this machine starts its own Ray instead of joining this cluster.
 [ -f "$NODE/ray-tmp/ray_current_cluster" ] || die "no ray_current_cluster in the head's temp dir $NODE/ray-tmp"
 if grep -qs ":$GCS_PORT\$" /tmp/ray/ray_current_cluster; then die "/tmp/ray/ray_current_cluster points at this cluster"; fi
-joined=$(env -u RAY_ADDRESS HOME="$WORK/elsewhere" timeout 120 "$PY" -c '
+joined=$(env -u RAY_ADDRESS -u RAY_API_SERVER_ADDRESS HOME="$WORK/elsewhere" timeout 120 "$PY" -c '
 import ray
 ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
 print(ray.get_runtime_context().gcs_address)
@@ -341,7 +341,7 @@ begin "token auth"
 refused() {  # $1 = label, rest = env assignments; asserts that a job submission is refused
   local label=$1; shift
   local log=$LOGS/submit_$label.log
-  if env -u RAY_AUTH_MODE -u RAY_AUTH_TOKEN -u RAY_AUTH_TOKEN_PATH HOME="$WORK/stranger" TMPDIR="$LAPTOP/tmp" "$@" \
+  if env -u RAY_ADDRESS -u RAY_API_SERVER_ADDRESS -u RAY_AUTH_MODE -u RAY_AUTH_TOKEN -u RAY_AUTH_TOKEN_PATH HOME="$WORK/stranger" TMPDIR="$LAPTOP/tmp" "$@" \
        timeout 120 "$RAY" job submit --address "$API" --no-wait -- echo should-not-run >"$log" 2>&1; then
     show_tail "$log"; die "a job submission $label was accepted"
   fi

@@ -171,7 +171,7 @@ def _ensure_ssh_server() -> None:
 @pytest.mark.slow
 def test_cluster_smoke_ray_up_job_fetch_down(tmp_path):
     """The whole AWS walkthrough on this machine: ray up, dashboard tunnel, token refusals, a tiny
-    search as a Ray job, best/ fetched with ray rsync-down, ray down (4-7 min on 2 busy cores)."""
+    search as a Ray job, best/ fetched with ray rsync-down, ray down (4-9 min on 2 busy cores)."""
     _ensure_ssh_server()
     env = {**os.environ, "ANRL_VENV": sys.prefix}
     t0 = time.monotonic()
