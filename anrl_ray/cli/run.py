@@ -41,7 +41,7 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--searcher", choices=["optuna", "random"], default="optuna", help="default: Optuna TPE (multivariate, seeded)")
     p.add_argument("--selection", choices=["source_val", "lodo"], default="source_val",
                    help="objective and model selection, source data only (oracle is only a reported column)")
-    p.add_argument("--storage", default="runs", help="folder (or URI) holding experiments (default ./runs)")
+    p.add_argument("--storage", default="runs", help="folder holding experiments (default ./runs; on a cluster a shared filesystem)")
     p.add_argument("--name", default=None, help="experiment name (default PROTOCOL-TIME)")
     p.add_argument("--study-storage", default=None, metavar="URL",
                    help="Optuna RDB URL for the study, e.g. postgresql://user@host/db for a cluster "
