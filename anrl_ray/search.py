@@ -383,6 +383,9 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} must be >= 0, got {value}")
     if args.cpus_per_worker == 0 and not args.gpus_per_worker:
         raise UserError("--cpus-per-worker and --gpus-per-worker are both 0: a Train worker needs some resource")
+    if "://" in str(args.storage):
+        raise UserError(f"--storage {args.storage}: object-store URIs are not supported yet; give a folder (on a cluster, "
+                        "a shared filesystem every node mounts)")
     if args.wandb == "online" and not os.environ.get("WANDB_API_KEY"):
         raise UserError("--wandb online needs WANDB_API_KEY in the environment; use --wandb offline (default) or off")
     if args.selection == "lodo" and len(PROTOCOLS.get(args.protocol, PROTOCOLS["OCI_M"]).sources) < 3:

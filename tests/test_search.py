@@ -23,6 +23,7 @@ TINY = ["--set", "img_size=16", "--set", "width=0.125", "--set", "batch_per_clas
         (["--space", "nope.yaml"], "search space nope.yaml"),
         (["--set", "w_depht=1"], "unknown config key 'w_depht'"),
         (["--data", "/nonexistent/data"], "--data /nonexistent/data"),
+        (["--storage", "s3://bucket/runs"], "object-store URIs are not supported yet"),
     ],
 )
 def test_bad_options_exit_2_with_a_message(argv, message, capsys, tmp_path):
