@@ -23,12 +23,18 @@ TINY = ["--set", "img_size=16", "--set", "width=0.125", "--set", "batch_per_clas
         (["--space", "nope.yaml"], "search space nope.yaml"),
         (["--set", "w_depht=1"], "unknown config key 'w_depht'"),
         (["--data", "/nonexistent/data"], "--data /nonexistent/data"),
-        (["--storage", "s3://bucket/runs"], "object-store URIs are not supported yet"),
     ],
 )
 def test_bad_options_exit_2_with_a_message(argv, message, capsys, tmp_path):
     assert main(argv + ["--storage", str(tmp_path), "--wandb", "off"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_object_store_storage_is_refused_not_written_locally(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--storage", "s3://bucket/runs", "--wandb", "off"]) == 2
+    assert "object-store URIs are not supported yet" in capsys.readouterr().err
+    assert not (tmp_path / "s3:").exists()
 
 
 def test_argparse_errors_exit_2(capsys):
