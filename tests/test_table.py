@@ -11,7 +11,7 @@ from anrl_ray import table
 from anrl_ray.cli import main
 from anrl_ray.config import TrialConfig, make_config
 from anrl_ray.experiment import Experiment, records_path
-from anrl_ray.records import read_records, write_records
+from anrl_ray.records import epoch_records, read_records, write_records
 from anrl_ray.reeval import mean_sem
 from anrl_ray.selection import select_epoch_source_val
 
@@ -133,7 +133,8 @@ def test_table_end_to_end(tiny_data, tmp_path, capsys):
         assert [r["protocol"] for r in rows] == ["OCI_M", "MI_C"]
         for r in rows:
             assert "SYNTHETIC" in r["data"] and r["searched_is_defaults"] == "yes" and r["error"] == ""
-            runs = [read_records(records_path(root / r["protocol"] / "reeval" / f"reeval-{r['searched_trial']}-seed{s}"))
+            reeval = root / r["protocol"] / "reeval"
+            runs = [epoch_records(read_records(records_path(reeval / f"reeval-{r['searched_trial']}-seed{s}")))
                     for s in (1000, 1001)]
             sels = [select_epoch_source_val(run).summary() for run in runs]
             for key, short in (("target_auc", "auc"), ("target_hter@source_val_threshold", "hter_srcval"),
