@@ -25,7 +25,7 @@ from anrl_ray.errors import UserError
 from anrl_ray.experiment import Experiment
 from anrl_ray.protocols import PROTOCOLS, get_protocol
 from anrl_ray.records import collect_records
-from anrl_ray.reeval import ReevalError, TrainOne, fresh_seeds, mean_sem, seed_selections, train_run
+from anrl_ray.reeval import ReevalError, TrainOne, fresh_seeds, mean_sem, metric_values, seed_selections, train_run
 from anrl_ray.report import experiment_info, leaderboard
 from anrl_ray.space import load_space
 
@@ -142,19 +142,11 @@ def evaluate_protocol(exp: Experiment, seeds: int, methods: Sequence[str], train
         for arm, (stem, cfg) in arms.items():
             per_seed[arm].append(seed_selections(cfg, seed, exp.reeval, f"{stem}-seed{seed}", methods, train_one))
     for method in methods:
-        res.values[method] = {arm: _metric_lists([s[method] for s in per_seed[key]])
+        res.values[method] = {arm: metric_values([s[method] for s in per_seed[key]])
                               for arm, key in (("searched", f"searched:{method}"), ("defaults", "defaults"))}
-    res.oracle = {"searched": _metric_lists([s["oracle"] for s in per_seed[f"searched:{methods[0]}"]]),
-                  "defaults": _metric_lists([s["oracle"] for s in per_seed["defaults"]])}
+    res.oracle = {"searched": metric_values([s["oracle"] for s in per_seed[f"searched:{methods[0]}"]]),
+                  "defaults": metric_values([s["oracle"] for s in per_seed["defaults"]])}
     return res
-
-
-def _metric_lists(selections: Sequence[Any]) -> dict[str, list[float]]:
-    out = {}
-    for key in METRICS:
-        vals = [s.summary()[key] for s in selections]
-        out[key] = [float("nan") if v is None else float(v) for v in vals]
-    return out
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, str]:
@@ -327,7 +319,7 @@ def run_table(args: argparse.Namespace, train_one: TrainOne = train_run) -> dict
             print(f"table: {p}: re-evaluating searched and defaults over {args.seeds} seeds", flush=True)
             try:
                 results.append(evaluate_protocol(exp, args.seeds, methods, train_one))
-            except ReevalError as e:  # a diverged or failed re-run: say so in the table; the others still count
+            except (ReevalError, UserError) as e:  # a failed re-run, no selectable trial: said in the table
                 results.append(ProtocolResult(p, fresh_seeds(args.seeds), error=str(e)[:500],
                                               synthetic=experiment_info(exp).get("synthetic")))
         paths = write_tables(root.path, results, methods, args.seeds, getattr(args, "command_line", ""))

@@ -86,6 +86,13 @@ def test_searched_vs_defaults_paired_over_the_same_seeds(tmp_path):
     assert "81.00 ± 0.58" in md  # AUC 0.81 ± 0.01/sqrt(3), in %
     tex = paths["tex"].read_text()
     assert tex.count(r"\begin{tabular}") == 3 and "SYNTHETIC" in tex and r"$\pm$" in tex
+    # a protocol whose re-evaluation failed keeps its row, empty, and says why
+    failed = table.ProtocolResult("OMI_C", [1000, 1001, 1002], error="re-evaluation run X diverged", synthetic=True)
+    paths = table.write_tables(tmp_path, [res, failed], ["source_val"], 3)
+    rows = list(csv.DictReader(open(paths["csv"])))
+    assert [r["protocol"] for r in rows] == ["OCI_M", "OMI_C"]
+    assert rows[1]["error"] == "re-evaluation run X diverged" and rows[1]["searched_auc_mean"] == ""
+    assert "- OMI_C: re-evaluation run X diverged" in paths["md"].read_text()
 
 
 def test_defaults_trial_selected_trains_once_and_differs_by_zero(tmp_path):
