@@ -6,26 +6,31 @@ with depth targets - from the same images, with the same per-image work
 normalize, RGB+HSV, depth) and the same number of CPU worker processes:
 
 * ray:       ``training_dataset`` (Parquet -> select -> shuffle -> decode) + ``meta_batches``,
-             Ray started with ``--workers`` CPUs.
+             Ray started with ``--workers`` CPUs (in a child process, started once).
 * reference: the images and depth maps in an LMDB keyed by path, a ``Dataset`` whose item ``i``
-             is sample ``i mod n`` of every (domain, class) list (the reference ``DG_Dataset``),
-             a shuffling ``DataLoader(num_workers=--workers)``.
+             is sample ``i mod n`` of every (domain, class) list (the reference ``DG_Dataset``,
+             one ``FASTransform`` call per sample), a shuffling ``DataLoader(num_workers=--workers)``.
 
-Images/s counts delivered training images over ``--epochs`` epochs of ``steps_per_epoch``
-steps (the first epoch, with its start-up, is also reported on its own); one-time set-up
-(LMDB build; Ray Data's read and cache of the encoded split) is reported apart. Prints a
-readable line and one JSON line.
+One invocation runs both pipelines ``--repeats`` times, interleaved (ABBA order, so that a
+change of machine load hits both alike); each run is ``--epochs`` epochs of
+``steps_per_epoch`` steps. Images/s counts delivered training images over a run's epochs (its
+first epoch, with the pipeline's start-up, included; "later" = without it). One-time set-up
+(LMDB build; Ray start; Ray Data's read and cache of the encoded split, done by the first Ray
+run: later runs go on with the same dataset's next epochs) is reported apart.
+Prints one line per run, a summary (ratio Ray Data / reference: per-repeat mean and range),
+and one JSON line.
 
     .venv/bin/python benchmarks/data_pipeline.py                       # generates a dataset
-    .venv/bin/python benchmarks/data_pipeline.py --data DIR --img-size 256 --workers 1
+    .venv/bin/python benchmarks/data_pipeline.py --data DIR --img-size 256 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
-import sys
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +41,9 @@ import torch
 from anrl_ray.data import synthetic
 from anrl_ray.data.format import iter_rows
 from anrl_ray.data.pipeline import InputSpec, meta_batches, steps_per_epoch, training_dataset
-from anrl_ray.data.transforms import FASTransform  # noqa: E402
+from anrl_ray.data.transforms import FASTransform
+
+Run = list[tuple[int, float]]  # (images, seconds) per epoch
 
 
 # --------------------------------------------------------------------------- reference style
@@ -91,7 +98,7 @@ class LMDBMetaDataset(torch.utils.data.Dataset):
         return np.stack(xs), np.stack(ds)  # (G, C, H, W), (G, 1, s, s)
 
 
-def reference_epochs(loader, *, num_domains: int, B: int, steps: int, epochs: int) -> list[tuple[int, float]]:
+def reference_run(loader, *, num_domains: int, B: int, steps: int, epochs: int) -> Run:
     out = []
     for _ in range(epochs):
         t0, n = time.perf_counter(), 0
@@ -105,37 +112,64 @@ def reference_epochs(loader, *, num_domains: int, B: int, steps: int, epochs: in
     return out
 
 
-# --------------------------------------------------------------------------- Ray Data
+# --------------------------------------------------------------------------- Ray Data (child process)
 
 
-def ray_epochs(data_root: Path, domains: list[str], spec: InputSpec, *, B: int, steps: int, epochs: int, workers: int):
+def ray_server(conn, data_root: str, domains: list[str], spec: InputSpec, B: int, steps: int, workers: int) -> None:
+    """Start Ray once, then serve runs: each message is a number of epochs; answers ``(setup_s, Run)``.
+
+    The dataset is built (read + cached) by the first run and reused: later runs go on with
+    the next epochs (setup 0). An exception is sent back as its traceback text.
+    """
+    import traceback
+
     import ray
 
-    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    torch.set_num_threads(1)
     try:
         t0 = time.perf_counter()
-        it = training_dataset(data_root, domains, spec=spec, seed=0).iterator()
-        out = [(0, time.perf_counter() - t0)]  # setup: reading (and caching) the encoded split
-        for epoch in range(epochs):
-            t0, n = time.perf_counter(), 0
-            for batch in meta_batches(it, num_domains=len(domains), batch_per_class=B, steps=steps, seed=0, epoch=epoch):
-                n += batch["image"].shape[0]
-            out.append((n, time.perf_counter() - t0))
-        return out
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        conn.send(time.perf_counter() - t0)
+        it, epoch = None, 0
+        while (epochs := conn.recv()) is not None:
+            t0 = time.perf_counter()
+            if it is None:
+                it = training_dataset(data_root, domains, spec=spec, seed=0).iterator()
+            setup = time.perf_counter() - t0  # reading (and caching) the encoded split
+            run = []
+            for _ in range(epochs):
+                t0, n = time.perf_counter(), 0
+                for batch in meta_batches(it, num_domains=len(domains), batch_per_class=B, steps=steps, seed=0, epoch=epoch):
+                    n += batch["image"].shape[0]
+                run.append((n, time.perf_counter() - t0))
+                epoch += 1
+            conn.send((setup, run))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send(traceback.format_exc())
     finally:
         ray.shutdown()
 
 
-def _report(result: dict, name: str, runs: list[tuple[int, float]]) -> None:
-    """runs[0] is the set-up (0 images), then one entry per epoch."""
-    result[f"{name}_setup_seconds"] = round(runs[0][1], 2)
-    result[f"{name}_images_per_s"] = round(_rate(runs[1:]), 1)
-    result[f"{name}_first_epoch_images_per_s"] = round(_rate(runs[1:2]), 1)
-    result[f"{name}_later_epochs_images_per_s"] = round(_rate(runs[2:]), 1) if len(runs) > 2 else None
+def _receive(conn, server) -> object:
+    """The server's next answer; RuntimeError if it failed or died."""
+    while not conn.poll(5):
+        if not server.is_alive():
+            raise RuntimeError(f"the Ray Data process exited (code {server.exitcode}) without an answer")
+    msg = conn.recv()
+    if isinstance(msg, str):
+        raise RuntimeError(f"the Ray Data process failed:\n{msg}")
+    return msg
 
 
-def _rate(runs: list[tuple[int, float]]) -> float:
-    return sum(n for n, _ in runs) / max(sum(t for _, t in runs), 1e-9)
+# --------------------------------------------------------------------------- report
+
+
+def _rate(run: Run) -> float:
+    return sum(n for n, _ in run) / max(sum(t for _, t in run), 1e-9)
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"mean": round(statistics.fmean(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -145,7 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--img-size", type=int, default=256, help="network input size (stored crops are resized to it)")
     p.add_argument("--workers", type=int, default=1, help="CPU worker processes of each pipeline")
     p.add_argument("--batch-per-class", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3, help="epochs per run")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each pipeline, interleaved")
     p.add_argument("--only", choices=["ray", "reference"], default=None)
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -161,28 +196,59 @@ def main(argv: list[str] | None = None) -> dict:
     B = args.batch_per_class
     steps = steps_per_epoch(root, domains, batch_per_class=B, world_size=1)
     result = {"benchmark": "data_pipeline", "img_size": args.img_size, "workers": args.workers, "domains": domains,
-              "batch_per_class": B, "steps_per_epoch": steps, "epochs": args.epochs,
-              "images_per_step": 2 * len(domains) * B}
+              "batch_per_class": B, "steps_per_epoch": steps, "epochs": args.epochs, "repeats": args.repeats,
+              "images_per_step": 2 * len(domains) * B, "loadavg_start": [round(x, 1) for x in os.getloadavg()]}
+    names = [n for n in ("reference", "ray") if args.only in (None, n)]
+    runs: dict[str, list[Run]] = {n: [] for n in names}
 
-    if args.only in (None, "reference"):
+    loader = server = conn = None
+    if "reference" in names:
         t0 = time.perf_counter()
         lists = build_lmdb(root, domains, Path(tmp.name) / "lmdb")
-        setup = time.perf_counter() - t0
-        length = max(len(v) for v in lists.values())
-        ds = LMDBMetaDataset(str(Path(tmp.name) / "lmdb"), lists, spec, length)
+        result["reference_setup_seconds"] = round(time.perf_counter() - t0, 2)
+        ds = LMDBMetaDataset(str(Path(tmp.name) / "lmdb"), lists, spec, max(len(v) for v in lists.values()))
         loader = torch.utils.data.DataLoader(ds, batch_size=B, shuffle=True, num_workers=args.workers, drop_last=True)
-        runs = reference_epochs(loader, num_domains=len(domains), B=B, steps=steps, epochs=args.epochs)
-        _report(result, "reference", [(0, setup), *runs])
-    if args.only in (None, "ray"):
-        _report(result, "ray", ray_epochs(root, domains, spec, B=B, steps=steps, epochs=args.epochs, workers=args.workers))
-    if "ray_images_per_s" in result and "reference_images_per_s" in result:
-        result["ratio_ray_over_reference"] = round(result["ray_images_per_s"] / result["reference_images_per_s"], 3)
-        later = result["ray_later_epochs_images_per_s"], result["reference_later_epochs_images_per_s"]
-        result["ratio_later_epochs"] = round(later[0] / later[1], 3) if all(later) else None
-        print(f"{args.img_size}px, {args.workers} worker(s), {args.epochs} epochs x {steps} steps: "
-              f"Ray Data {result['ray_images_per_s']} img/s vs reference LMDB+DataLoader "
-              f"{result['reference_images_per_s']} img/s (ratio {result['ratio_ray_over_reference']}; "
-              f"after the first epoch: {later[0]} vs {later[1]}, ratio {result['ratio_later_epochs']})")
+    if "ray" in names:  # Ray lives in a child process: the reference's DataLoader forks a Ray-free parent
+        conn, child = mp.get_context("spawn").Pipe()
+        server = mp.get_context("spawn").Process(
+            target=ray_server, args=(child, str(root), domains, spec, B, steps, args.workers), daemon=True)
+        server.start()
+        result["ray_start_seconds"] = round(_receive(conn, server), 2)
+    try:
+        for r in range(args.repeats):
+            for name in names if r % 2 == 0 else names[::-1]:
+                if name == "reference":
+                    run = reference_run(loader, num_domains=len(domains), B=B, steps=steps, epochs=args.epochs)
+                else:
+                    conn.send(args.epochs)
+                    setup, run = _receive(conn, server)
+                    result.setdefault("ray_setup_seconds", round(setup, 2))
+                runs[name].append(run)
+                print(f"run {r + 1}/{args.repeats} {name:9s}: {_rate(run):7.1f} img/s "
+                      f"(epochs: {', '.join(f'{n / t:.0f}' for n, t in run)})", flush=True)
+    finally:
+        if server is not None:
+            if server.is_alive():
+                conn.send(None)
+            server.join(timeout=120)
+    result["loadavg_end"] = [round(x, 1) for x in os.getloadavg()]
+    for name in names:
+        result[f"{name}_images_per_s"] = [round(_rate(run), 1) for run in runs[name]]
+        if args.epochs > 1:
+            result[f"{name}_later_epochs_images_per_s"] = [round(_rate(run[1:]), 1) for run in runs[name]]
+    if len(names) == 2:
+        ratios = [_rate(a) / _rate(b) for a, b in zip(runs["ray"], runs["reference"])]
+        result["ratio_ray_over_reference"] = [round(x, 3) for x in ratios]
+        result["ratio_summary"] = _summary(ratios)
+        if args.epochs > 1:
+            later = [_rate(a[1:]) / _rate(b[1:]) for a, b in zip(runs["ray"], runs["reference"])]
+            result["ratio_later_epochs_summary"] = _summary(later)
+        s = result["ratio_summary"]
+        print(f"{args.img_size}px, {args.workers} worker(s), {args.repeats} x {args.epochs} epochs x {steps} steps: "
+              f"Ray Data {statistics.fmean(result['ray_images_per_s']):.1f} img/s vs reference LMDB+DataLoader "
+              f"{statistics.fmean(result['reference_images_per_s']):.1f} img/s; ratio per repeat "
+              f"{', '.join(f'{x:.2f}' for x in ratios)} (mean {s['mean']}, range {s['min']}-{s['max']}); "
+              f"load average {result['loadavg_start'][0]} -> {result['loadavg_end'][0]}")
     print(json.dumps(result))
     tmp.cleanup()
     return result
