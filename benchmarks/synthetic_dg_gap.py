@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anrl_ray.data import synthetic  # noqa: E402
 from anrl_ray.data.format import iter_rows  # noqa: E402
