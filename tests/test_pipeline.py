@@ -9,17 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from anrl_ray.data.batches import iter_eval_batches, meta_batches
 from anrl_ray.data.format import DatasetFormatError, read_manifest
-from anrl_ray.data.pipeline import (
-    InputSpec,
-    data_config,
-    eval_dataset,
-    group_counts,
-    iter_eval_batches,
-    meta_batches,
-    steps_per_epoch,
-    training_dataset,
-)
+from anrl_ray.data.ingest import data_config, group_counts, steps_per_epoch
+from anrl_ray.data.pipeline import binary_views, epoch_rows, eval_dataset, training_dataset
+from anrl_ray.data.transforms import InputSpec
 from anrl_ray.errors import UserError
 
 SOURCES = ["O", "C", "I"]
@@ -71,6 +65,41 @@ def test_steps_per_epoch_from_manifests(tiny_data):
     assert counts[(0, 0)] == live
 
 
+def test_public_names_stay_importable_from_pipeline():
+    import anrl_ray.data.pipeline as pipeline
+
+    for name in ["InputSpec", "data_config", "eval_dataset", "group_counts", "iter_eval_batches", "meta_batches",
+                 "steps_per_epoch", "training_dataset"]:
+        assert getattr(pipeline, name) is not None and name in pipeline.__all__
+
+
+def test_binary_views_are_the_bytes_without_copies():
+    import pyarrow as pa
+
+    values = [b"abc", None, b"", b"\x00\xffxyz", b"q"]
+    for typ in (pa.binary(), pa.large_binary()):
+        arr = pa.chunked_array([pa.array(values[:2], typ), pa.array(values[2:], typ).slice(1)])  # chunks, an offset
+        views = binary_views(arr)
+        assert [None if v is None else v.tobytes() for v in views] == values[:2] + values[3:]
+        assert all(v is None or v.dtype == np.uint8 for v in views)
+    big = pa.chunked_array([pa.array([b"x" * 1000] * 3)])
+    assert np.shares_memory(binary_views(big)[1], np.frombuffer(big.chunks[0].buffers()[2], np.uint8))
+
+
+def test_epoch_rows_exact_quotas_new_order_per_seed():
+    dom = np.repeat([0, 0, 1, 1], [10, 30, 12, 40])
+    lab = np.repeat([0, 1, 0, 1], [10, 30, 12, 40])
+    quota = {(0, 0): 10, (0, 1): 13, (1, 0): 12, (1, 1): 13}
+    a = epoch_rows(dom, lab, quota, np.random.default_rng([0, 0]))
+    assert len(set(a.tolist())) == len(a) == 48
+    assert Counter(zip(dom[a], lab[a])) == Counter(quota)
+    assert np.array_equal(a, epoch_rows(dom, lab, quota, np.random.default_rng([0, 0])))  # same seed + epoch
+    b = epoch_rows(dom, lab, quota, np.random.default_rng([0, 1]))  # next epoch: another subset, another order
+    assert not np.array_equal(a, b) and set(a[lab[a] == 1]) != set(b[lab[b] == 1])
+    first_half = Counter(dom[a[:24]])  # a global shuffle: both domains early in the epoch
+    assert first_half[0] > 3 and first_half[1] > 3
+
+
 def test_missing_domain_is_a_clear_user_error(tiny_data, tmp_path):
     with pytest.raises(UserError, match=r"domain 'X'.*not found.*found: C, I, M, O"):
         steps_per_epoch(tiny_data, ["O", "X"], batch_per_class=2, world_size=1)
@@ -104,6 +133,27 @@ def test_meta_batches_layout_and_exact_step_count(tiny_data, ray_local):
             assert torch.all(b["depth"][b["label"] == 0].flatten(1).amax(1) > 0)
         assert stats["steps"] == steps and stats["used"] + stats["reused"] == steps * 6 * B
         assert stats["rows_seen"] >= steps * 6 * B
+
+
+@pytest.mark.integration
+def test_cached_epochs_repeat_bit_for_bit_in_a_resumed_run(tiny_data, ray_local):
+    """Epoch k of a dataset = the first epoch of a new one whose execution index starts at k (a resumed run)."""
+
+    def epoch(ds):
+        blocks = list(ds.iter_batches(batch_size=None))  # one execution = one epoch
+        assert all(b["image"].dtype == np.uint8 and len(b["label"]) <= 64 for b in blocks)  # normalised by consumers
+        return [(str(v), _digest(torch.from_numpy(np.array(x))), int(y))
+                for b in blocks for v, x, y in zip(b["video_id"], b["image"], b["label"])]
+
+    ds = training_dataset(tiny_data, SOURCES, spec=SPEC, seed=3)
+    epochs = [epoch(ds) for _ in range(3)]
+    resumed = training_dataset(tiny_data, SOURCES, spec=SPEC, seed=3)
+    resumed.context._execution_idx = 2
+    assert epoch(resumed) == epochs[2]
+    assert epochs[0] != epochs[1] and {r[1] for r in epochs[0]} != {r[1] for r in epochs[1]}
+    other_seed = training_dataset(tiny_data, SOURCES, spec=SPEC, seed=4)
+    other_seed.context._execution_idx = 2
+    assert epoch(other_seed) != epochs[2]
 
 
 @pytest.mark.integration
