@@ -5,8 +5,9 @@ with depth targets - from the same images, with the same per-image work
 (``anrl_ray.data.transforms.FASTransform``: decode, HueSaturationValue, flip, resize,
 normalize, RGB+HSV, depth) and the same number of CPU worker processes:
 
-* ray:       ``training_dataset`` (Parquet -> select -> shuffle -> decode) + ``meta_batches``,
-             Ray started with ``--workers`` CPUs (in a child process, started once).
+* ray:       ``training_dataset`` (Parquet -> select -> cache; per epoch: subsample + shuffle +
+             batch decode, uint8 blocks) + ``meta_batches`` (normalises), Ray started with
+             ``--workers`` CPUs (in a child process, started once).
 * reference: the images and depth maps in an LMDB keyed by path, a ``Dataset`` whose item ``i``
              is sample ``i mod n`` of every (domain, class) list (the reference ``DG_Dataset``,
              one ``FASTransform`` call per sample), a shuffling ``DataLoader(num_workers=--workers)``.

@@ -19,8 +19,8 @@ The worker side (:func:`~anrl_ray.data.batches.meta_batches`,
 :func:`~anrl_ray.data.batches.iter_eval_batches`) and the epoch length / Ray Train split
 (:mod:`anrl_ray.data.ingest`) live in their own modules; their public names are re-exported here.
 
-Epoch rows, cached split (the usual case): one Ray task per slice of about ``TASK_ROWS`` rows
-reads the cached Arrow tables (zero-copy, object store), draws the epoch's subsample (exactly
+Epoch rows, cached split (the usual case): one Ray task per slice of the epoch's rows reads
+the cached Arrow tables (zero-copy, object store), draws the epoch's subsample (exactly
 ``min(n, ceil(1.25 x smallest))`` rows per group) and global permutation - the same in every
 task - and decodes its slice of it. No all-to-all shuffle, no barrier: the first rows of an
 epoch are decoded as soon as the epoch starts. Not cached (a large split, or ``cache=False``):
@@ -31,7 +31,7 @@ planes into a preallocated ``(N, C, H, W)`` array (:meth:`FASTransform.planes`) 
 every ``BLOCK_ROWS`` rows as a block, so the consumer works while the task decodes on. The
 images travel as uint8 (a quarter of float32's bytes through the object store); the consumers
 normalise them (:func:`anrl_ray.data.transforms.normalize`) while assembling a batch. A few
-long tasks per epoch: Ray Data pays ~10-30 ms per task and a fixed ~0.1 s per epoch.
+long tasks per epoch (``TASK_BYTES``): Ray Data pays ~10-30 ms per task and ~0.1 s per epoch.
 
 Randomness (row subsample, shuffle, augmentation) is derived from ``seed``, Ray Data's
 execution index (one per epoch) and the rows of each decoded batch: a new draw every epoch,
@@ -71,14 +71,14 @@ __all__ = [
 ]
 
 # Groups are subsampled to at most KEEP_MARGIN x the smallest group per epoch: the margin absorbs
-# the randomness of the subsample and of the split between workers without decoding rows that
-# no step will use.
+# the randomness of the split between workers (and of the Bernoulli subsample of an uncached
+# split) without decoding many rows that no step will use.
 KEEP_MARGIN = 1.25
 CACHE_MAX_BYTES = 512 * 1024**2  # encoded shards up to this size are read once, not every epoch
 DECODE_BATCH = 32  # rows per decode call (its temporaries: 32 x 1.5 MB at 256 px)
 BLOCK_ROWS = 64  # decoded rows per output block (uint8: 64 x 393 KB at 256 px); see _block_target
-TASK_ROWS = 512  # training rows per decode task and epoch (a task costs Ray ~10-30 ms: few, long ones)
-MIN_TASK_ROWS = 128  # ... but down to this many per task to give every CPU of the cluster a task
+TASK_BYTES = 96 * 1024**2  # decoded bytes per training decode task and epoch (~0.2 s of work at 64 or 256 px)
+MIN_TASK_ROWS = 128  # ... but down to this many rows per task to give every CPU of the cluster a task
 READ_COLUMNS = ["image", "depth", "label", "attack_type", "domain", "video_id", "frame_index", "split", "path"]
 
 
@@ -106,6 +106,8 @@ def binary_views(column: "pa.ChunkedArray") -> list[np.ndarray | None]:
 
     out: list[np.ndarray | None] = []
     for chunk in column.chunks:
+        if len(chunk) == 0:
+            continue
         if pa.types.is_binary(chunk.type) or pa.types.is_large_binary(chunk.type):
             _, offsets_buf, data_buf = chunk.buffers()
             width = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
@@ -212,9 +214,13 @@ def _block_target(ds: "ray.data.Dataset", spec: InputSpec) -> "ray.data.Dataset"
     64 px on 2 CPUs: blocks of 64 rows beat 16 / 32 (Ray's driver-side cost per block) and
     128 (the consumer waits longer for its first rows).
     """
-    row_bytes = spec.in_channels * spec.img_size**2 + 4 * spec.depth_size**2
-    ds.context.target_max_block_size = int(0.9 * BLOCK_ROWS * row_bytes)
+    ds.context.target_max_block_size = int(0.9 * BLOCK_ROWS * _row_bytes(spec))
     return ds
+
+
+def _row_bytes(spec: InputSpec) -> int:
+    """Bytes of one decoded row: uint8 image planes + float32 depth map."""
+    return spec.in_channels * spec.img_size**2 + 4 * spec.depth_size**2
 
 
 def _decode_kwargs(spec: InputSpec, *, augment: bool, seed: int, keep_domain: bool) -> dict:
@@ -310,11 +316,13 @@ def training_dataset(
     counts = group_counts(data_root, domains, split)
     smallest = min(counts.values())
     quota = {g: min(n, math.ceil(KEEP_MARGIN * smallest)) for g, n in counts.items()}
-    # one decode task per TASK_ROWS rows and epoch (handing out BLOCK_ROWS rows at a time), or
-    # one per CPU of the cluster if that is more, as long as a task gets MIN_TASK_ROWS rows
+    # one decode task per TASK_BYTES of decoded rows and epoch (a task costs Ray ~10-30 ms: a
+    # few long ones; each hands out BLOCK_ROWS rows at a time), or one per CPU of the cluster
+    # if that is more, as long as a task gets MIN_TASK_ROWS rows
     rows = sum(quota.values())
     cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
-    num_slices = int(min(256, max(1, round(rows / TASK_ROWS), min(cpus, rows // MIN_TASK_ROWS))))
+    by_bytes = round(rows * _row_bytes(spec) / TASK_BYTES)
+    num_slices = int(min(256, max(1, by_bytes, min(cpus, rows // MIN_TASK_ROWS))))
     ds, cached = _encoded_rows(data_root, domains, split, num_slices, cache)
     if not cached:  # Bernoulli subsample per block + Ray Data's all-to-all shuffle, every epoch
         keep = {g: m / counts[g] for g, m in quota.items()}
