@@ -15,6 +15,11 @@ domains' dev split - the realistic one) and one JSON line with every seed's numb
     .venv/bin/python benchmarks/synthetic_dg_gap.py                  # one seed, default benchmark
     nice -n 10 .venv/bin/python benchmarks/synthetic_dg_gap.py --seeds 3
     .venv/bin/python benchmarks/synthetic_dg_gap.py --data DIR --steps 300 --img-size 32
+
+Seeds can run as separate processes and be combined (same table, from their JSON lines):
+
+    for s in 0 1 2; do nice -n 10 .venv/bin/python benchmarks/synthetic_dg_gap.py --first-seed $s > dg$s.log & done; wait
+    .venv/bin/python benchmarks/synthetic_dg_gap.py --merge dg0.log dg1.log dg2.log
 """
 
 from __future__ import annotations
@@ -114,6 +119,39 @@ def run_seed(root: Path, seed: int, targets: list[str], args: argparse.Namespace
     return out
 
 
+def summarize(per_seed: list[dict], targets: list[str]) -> list[dict]:
+    """Per target: mean ± SEM over seeds of every metric, in- and cross-domain; prints the markdown table."""
+    results = [{"target": t, **{s: {k: mean_sem([r[t][s][k] for r in per_seed]) for k in METRICS} for s in ("in", "cross")}}
+               for t in targets]
+
+    def cell(m: dict) -> str:
+        return f"{m['mean']:.3f} ± {m['sem']:.3f}"
+
+    print(f"\nmean ± SEM over {len(per_seed)} seed(s)")
+    print("| target | in-domain AUC | in-domain HTER | cross-domain AUC | cross-domain HTER | in-domain HTER @ dev thr "
+          "| cross HTER @ source-dev thr |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        i, c = r["in"], r["cross"]
+        print(f"| {r['target']} | {cell(i['auc'])} | {cell(i['hter_eer'])} | {cell(c['auc'])} | {cell(c['hter_eer'])} "
+              f"| {cell(i['hter_dev_thr'])} | {cell(c['hter_dev_thr'])} |")
+    return results
+
+
+def merge(logs: list[str]) -> dict:
+    """Combine the JSON lines (last line of each log) of runs over different seeds."""
+    runs = [json.loads(Path(f).read_text().strip().splitlines()[-1]) for f in logs]
+    per_seed = [r for run in runs for r in run["per_seed"]]
+    seeds = [s for run in runs for s in run["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--merge: seeds {seeds} repeat; give runs over different seeds")
+    targets = runs[0]["args"]["targets"].split(",")
+    results = summarize(per_seed, targets)
+    out = {"benchmark": "synthetic_dg_gap", "merged": logs, "seeds": seeds, "results": results, "per_seed": per_seed}
+    print(json.dumps(out))
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", help="data root with O, C, I, M (default: generate the default benchmark per seed in a temp dir)")
@@ -123,18 +161,23 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--batch", type=int, default=8, help="per training domain and class")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1: each generates its own benchmark and trains with that seed")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds: each generates its own benchmark and trains with that seed")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST_SEED .. FIRST_SEED + SEEDS - 1")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--gen", default="", help="generator overrides for the temp benchmark, e.g. subjects=30,frames_per_video=6")
+    p.add_argument("--merge", nargs="+", metavar="LOG", help="combine the JSON lines of earlier runs (other seeds) and exit")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge)
     torch.set_num_threads(args.threads)
     targets = args.targets.split(",")
     kw = {k: int(v) for k, v in (kv.split("=") for kv in args.gen.split(",") if kv)}
 
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     per_seed: list[dict] = []
     gen_seconds: list[float] = []
-    for seed in range(args.seeds):
+    for seed in seeds:
         with tempfile.TemporaryDirectory(prefix="anrl-dg-gap-") as tmp:
             root = Path(args.data) if args.data else Path(tmp)
             if not args.data:
@@ -143,22 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"seed {seed}: generated {summary['rows']} rows in {summary['seconds']} s", flush=True)
             per_seed.append(run_seed(root, seed, targets, args))
 
-    results = [{"target": t, **{s: {k: mean_sem([r[t][s][k] for r in per_seed]) for k in METRICS} for s in ("in", "cross")}}
-               for t in targets]
-
-    def cell(m: dict) -> str:
-        return f"{m['mean']:.3f} ± {m['sem']:.3f}"
-
-    print(f"\nmean ± SEM over {args.seeds} seed(s)")
-    print("| target | in-domain AUC | in-domain HTER | cross-domain AUC | cross-domain HTER | in-domain HTER @ dev thr "
-          "| cross HTER @ source-dev thr |")
-    print("|---|---|---|---|---|---|---|")
-    for r in results:
-        i, c = r["in"], r["cross"]
-        print(f"| {r['target']} | {cell(i['auc'])} | {cell(i['hter_eer'])} | {cell(c['auc'])} | {cell(c['hter_eer'])} "
-              f"| {cell(i['hter_dev_thr'])} | {cell(c['hter_dev_thr'])} |")
+    results = summarize(per_seed, targets)
     out = {"benchmark": "synthetic_dg_gap", "args": vars(args), "generator_version": synthetic.GENERATOR_VERSION,
-           "generation_seconds": gen_seconds, "results": results, "per_seed": per_seed}
+           "seeds": seeds, "generation_seconds": gen_seconds, "results": results, "per_seed": per_seed}
     print(json.dumps(out))
     return out
 

@@ -8,11 +8,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.anrl-installed
-want=$(cat requirements/cpu.txt pyproject.toml | sha256sum | cut -c1-16)
+want=$(cat requirements/cpu.txt requirements/constraints.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build of another version.
-  .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements/cpu.txt
+  .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1" -c requirements/constraints.txt
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements/cpu.txt -c requirements/constraints.txt
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
   echo "$want" > "$stamp"
 fi
