@@ -60,7 +60,10 @@ __all__ = [
 
 # 2: the attacker's source scene is drawn like the domain's live scenes (was: O's office scene for
 #    every domain, a spoof cue shared by all domains); live faces get the same defocus as sources.
-GENERATOR_VERSION = 2
+# 3: O's prints and displays make faces more vivid (over-saturated, deep blacks) instead of sharing the
+#    other domains' texture cues, so O as a target has a DG gap (the change was first made without a
+#    version bump: caches named v2 made after it hold different O data; v3 names them apart).
+GENERATOR_VERSION = 3
 VIDEOS_FILE = "videos.json"  # per-video generator parameters, written into every domain folder
 DEFAULTS: dict[str, Any] = {"subjects": 20, "videos_per_subject": 2, "frames_per_video": 4, "img_size": 64}
 
