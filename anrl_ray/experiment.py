@@ -12,6 +12,12 @@
     EXP/reeval/ + reeval.{md,csv,json}   multi-seed re-evaluation
     EXP/logs/                   driver.log (libraries, warnings) and ray/ (workers, Ray Data, Train)
 
+An experiment stored at a URI (``--storage s3://bucket/prefix``, see ``anrl_ray.storage``) has the
+same layout there; the search driver keeps a local mirror of the files it writes or reads
+(``storage.scratch_dir``: the SQLite study, logs, the records it ranks, the checkpoint it exports)
+and uploads what it wrote (:meth:`Experiment.push`). Trials write their records and checkpoints
+straight to the URI.
+
 A run folder holds ``records.jsonl`` (one record per epoch, see ``anrl_ray.records``) and one
 ``checkpoint_epochNNNN/`` per epoch (its contents: ``anrl_ray.checkpoint``).
 """
@@ -24,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from anrl_ray import storage
 from anrl_ray.errors import UserError
 
 RECORDS_FILE = "records.jsonl"
@@ -48,8 +55,10 @@ def latest_epoch(run_dir: str | Path) -> int | None:
     return epochs[-1] if epochs else None
 
 
-def records_path(run_dir: str | Path) -> Path:
-    """The records file of a run folder (or of a checkpoint folder, which carries a copy)."""
+def records_path(run_dir: str | Path) -> Path | str:
+    """The records file of a run folder (or of a checkpoint folder, which carries a copy); a URI stays a string."""
+    if storage.is_uri(run_dir):
+        return storage.join(run_dir, RECORDS_FILE)
     return Path(run_dir) / RECORDS_FILE
 
 
@@ -65,15 +74,29 @@ class Experiment:
     """
 
     def __init__(self, path: str | Path) -> None:
+        self.remote: str | None = None  # the URI of an experiment kept in an object store
+        if storage.is_uri(path):
+            self.remote = str(path).rstrip("/")
+            path = storage.scratch_dir(self.remote)
         self.path = Path(path).resolve()
         self._study_url: str | None = None
 
+    @classmethod
+    def at(cls, root: str | Path, name: str) -> "Experiment":
+        """The experiment ``name`` under ``--storage`` ``root`` (a folder or a URI)."""
+        return cls(storage.join(str(root), name) if storage.is_uri(root) else Path(root).resolve() / name)
+
     def __repr__(self) -> str:
-        return f"Experiment({str(self.path)!r})"
+        return f"Experiment({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        """Where the experiment lives: its URI, or its folder."""
+        return self.remote or str(self.path)
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return storage.basename(self.location)
 
     # ---- names
     @property
@@ -139,8 +162,52 @@ class Experiment:
         return self.path / "logs"
 
     def run_dir(self, name: str) -> Path:
-        """The folder of one Ray Train run of this experiment."""
+        """The (local) folder of one Ray Train run of this experiment (a mirror of it when stored at a URI)."""
         return self.trials / name
+
+    @property
+    def trials_location(self) -> str:
+        """Where the trials write: ``LOCATION/trials`` (a URI for an experiment in an object store)."""
+        return storage.join(self.location, self.trials.name)
+
+    def run_location(self, name: str) -> str:
+        return storage.join(self.trials_location, name)
+
+    @property
+    def tune_location(self) -> str:
+        return storage.join(self.location, self.tune.name)
+
+    # ---- an experiment stored at a URI: the driver's mirror
+    def pull(self) -> "Experiment":
+        """Refresh the local mirror from the URI: search.json, the study when this machine has none,
+        and every run's records (checkpoints are fetched one by one, see :meth:`fetch`)."""
+        if not self.remote:
+            return self
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in (self.search_json.name, self.study_db.name):
+            src = storage.join(self.remote, name)
+            if (name == self.search_json.name or not (self.path / name).exists()) and storage.is_file(src):
+                storage.download(src, self.path / name)
+        for run in storage.list_names(self.trials_location):
+            src = records_path(self.run_location(run))
+            if storage.is_file(src):
+                storage.download(src, records_path(self.run_dir(run)))
+        return self
+
+    def fetch(self, local: Path) -> Path:
+        """Make a file or folder of the mirror present (downloaded from the URI when missing); returns it."""
+        local = Path(local)
+        if self.remote and not local.exists():
+            src = storage.join(self.remote, *local.relative_to(self.path).parts)
+            if storage.exists(src):
+                storage.download(src, local)
+        return local
+
+    def push(self) -> None:
+        """Upload what the driver wrote (everything in the mirror but the runs, which trials write to
+        the URI themselves, and the driver's lock)."""
+        if self.remote and self.path.is_dir():
+            storage.upload(self.path, self.remote, exclude=(self.trials.name, self.lock_file.name))
 
     def scratch(self, tag: str) -> Path:
         """A hidden sibling folder for building something before an atomic rename (e.g. best/)."""
@@ -181,10 +248,20 @@ class Experiment:
 
     # ---- state
     def exists(self) -> bool:
+        if self.remote:
+            return bool(storage.list_names(self.remote))
         return self.path.is_dir() and any(p.name != self.lock_file.name for p in self.path.iterdir())
 
     def require(self) -> "Experiment":
         """Self, when this is an experiment folder; else a UserError saying what is missing."""
+        if self.remote:
+            storage.check_reachable(self.remote, "EXPERIMENT")
+            if not storage.list_names(self.trials_location):
+                raise UserError(f"{self.remote} is not an experiment: {self.trials_location} holds nothing "
+                                "(run `anrl-ray search` first)")
+            self.pull()
+            self.trials.mkdir(parents=True, exist_ok=True)
+            return self
         if not self.path.is_dir():
             raise UserError(f"EXPERIMENT_DIR {self.path}: no such folder (an experiment folder, e.g. runs/OCI_M-20261128-120000)")
         if not self.trials.is_dir():
@@ -205,6 +282,8 @@ class Experiment:
         tmp = self.search_json.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(settings, indent=2))
         tmp.replace(self.search_json)
+        if self.remote:  # at once: a crashed driver leaves a resumable experiment at the URI
+            storage.write_text(storage.join(self.remote, self.search_json.name), self.search_json.read_text())
 
     def run_records_files(self, root: Path | None = None) -> list[Path]:
         """Every run's records file below ``root`` (default: the trials folder); checkpoint copies excluded."""

@@ -75,7 +75,7 @@ def export_best(
     trial_dir = run_folders(exp.trials).get(sel.trial)
     if trial_dir is None:
         raise UserError(f"{exp.trials}: no folder holds the records of the selected trial {sel.trial!r}")
-    ckpt_dir = trial_dir / checkpoint_dir_name(sel.epoch)
+    ckpt_dir = exp.fetch(trial_dir / checkpoint_dir_name(sel.epoch))  # downloaded when the experiment is at a URI
     if not (ckpt_dir / CHECKPOINT_FILE).is_file():
         kept = ", ".join(str(e) for e in checkpoint_epochs(trial_dir)) or "none"
         raise UserError(

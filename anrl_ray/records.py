@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from anrl_ray import storage
 from anrl_ray.experiment import RECORDS_FILE, is_checkpoint_dir
 
 # Metrics reported to Ray each epoch (flat names; Tune's scheduler and searcher read ``objective``).
@@ -34,18 +34,14 @@ def clean_json(x: Any) -> Any:
 
 
 def append_record(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one record as a JSON line and fsync it (a crash never corrupts earlier lines)."""
-    line = json.dumps(clean_json(record), sort_keys=True)
-    with open(path, "a") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one record as a JSON line, durably (a crash never corrupts earlier lines); ``path``
+    may be a storage URI (see ``anrl_ray.storage``)."""
+    storage.append_text(path, json.dumps(clean_json(record), sort_keys=True) + "\n")
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Read a records file; a torn last line (crash mid-write) is ignored, any other bad line is an error."""
-    path = Path(path)
-    lines = path.read_text().splitlines()
+    lines = storage.read_text(path).splitlines()
     out = []
     for i, line in enumerate(lines):
         if not line.strip():
@@ -60,11 +56,8 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 
 
 def write_records(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Write records to a new file atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(clean_json(r), sort_keys=True) + "\n" for r in records))
-    tmp.replace(path)
+    """Write records to a new file atomically (local: temp file + rename; object store: one put)."""
+    storage.write_text(path, "".join(json.dumps(clean_json(r), sort_keys=True) + "\n" for r in records))
 
 
 # Records of kind "epoch" (the default) hold one evaluation; the other kinds say how a run ended.

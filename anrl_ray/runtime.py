@@ -83,7 +83,11 @@ def init_ray(address: str | None, num_cpus: int | None = None, log_to_driver: bo
 
     if ray.is_initialized():
         return
-    env = {"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}}
+    from anrl_ray import storage
+
+    # the S3 endpoint / region reach every task and actor of the job (credentials do not: each node has its own)
+    env = {"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
+                        **storage.shared_env()}}
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=log_to_driver)
     else:

@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from anrl_ray import storage
 from anrl_ray.console import Console, progress_callback, say
 from anrl_ray.config import TrialConfig, default_profile, load_config, make_config, parse_overrides
+from anrl_ray.data.pipeline import share_encoded_splits
 from anrl_ray.errors import UserError
 from anrl_ray.experiment import STUDY_NAME, Experiment, records_path
 from anrl_ray.protocols import PROTOCOLS, get_protocol
@@ -26,6 +28,7 @@ from anrl_ray.runtime import check_data, init_ray, resolve_data_root
 from anrl_ray.selection import lodo_scores
 from anrl_ray.space import SearchSpace, load_space
 from anrl_ray.study import Heartbeat, compare_settings, fail_interrupted, finished_trials, masked_url, resolve_study, study_storage
+from anrl_ray.storage import join as storage_join
 from anrl_ray.trial import raise_if_diverged, run_trial
 
 DEFAULT_TRIALS = {"cpu": 8, "full": 20}  # per profile: cpu fits ~15 min on 2 cores (see README)
@@ -45,7 +48,7 @@ def lodo_objective(cfg: TrialConfig, group: str, storage: str, max_failures: int
     for holdout in cfg.sources:
         name = f"{group}-holdout{holdout}"
         checked_run(cfg.replace(holdout=holdout), storage_path=storage, name=name, group=group, max_failures=max_failures)
-        runs[name] = epoch_records(read_records(records_path(Path(storage) / name)))
+        runs[name] = epoch_records(read_records(records_path(storage_join(storage, name))))
     return lodo_scores(runs).get(group, {})
 
 
@@ -54,7 +57,7 @@ def checked_run(cfg: TrialConfig, *, storage_path: str, name: str, **kwargs: Any
 
     A run that already diverged (a Tune retry of it) raises at once instead of training again.
     """
-    run_dir = Path(storage_path) / name
+    run_dir = storage_join(storage_path, name)
     raise_if_diverged(run_dir)
     try:
         result = run_trial(cfg, storage_path=storage_path, name=name, **kwargs)
@@ -62,14 +65,15 @@ def checked_run(cfg: TrialConfig, *, storage_path: str, name: str, **kwargs: Any
     except Exception as e:  # noqa: BLE001  Train V2 raises TrainingFailedError; recorded, then re-raised
         error = e
     if error is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        storage.makedirs(run_dir)
         append_record(records_path(run_dir), end_record("failed", name, f"{type(error).__name__}: {error}"[:2000]))
         raise RuntimeError(f"trial {name} failed: {error}") from (error if isinstance(error, BaseException) else None)
     raise_if_diverged(run_dir)
 
 
-def make_trainable(base: dict[str, Any], exp_dir: str, selection: str, keep_checkpoints: int | None, max_failures: int = 0):
-    """The Tune function trainable: sampled params + fixed base -> one Ray Train run."""
+def make_trainable(base: dict[str, Any], trials: str, selection: str, keep_checkpoints: int | None, max_failures: int = 0):
+    """The Tune function trainable: sampled params + fixed base -> one Ray Train run under ``trials``
+    (the experiment's trials folder or URI)."""
 
     def trainable(params: dict[str, Any]) -> None:
         from ray import tune
@@ -77,7 +81,7 @@ def make_trainable(base: dict[str, Any], exp_dir: str, selection: str, keep_chec
 
         cfg = make_config({**base, **params}, source="search trial")
         name = tune.get_context().get_trial_name()
-        storage = str(Experiment(exp_dir).trials)
+        storage = trials
         objective = lodo_objective(cfg, name, storage, max_failures) if selection == "lodo" else None
         # When Tune stops a trial early, fit() never returns here: nothing essential follows it.
         checked_run(
@@ -143,20 +147,21 @@ def run_search(args: argparse.Namespace) -> Path:
     # validate every option before any expensive step (data generation, Ray start-up)
     base_cfg = load_config(None, {**space.fixed, **overrides, **parse_overrides(args.set)}, profile=profile)
 
-    storage = Path(args.storage).resolve()
+    storage.configure(getattr(args, "storage_endpoint", None))
+    storage.check_reachable(str(args.storage))  # a URI that cannot be written fails here, before anything runs
     name = args.name or f"{args.protocol}-{time.strftime('%Y%m%d-%H%M%S')}"
-    exp = Experiment(storage / name)
-    exp_dir = exp.path
+    exp = Experiment.at(args.storage, name)
     if exp.exists() and not args.resume:
-        raise UserError(f"experiment folder {exp_dir} already exists; pass --resume to continue it or choose another --name")
-    if args.resume and not exp.search_json.exists():
-        raise UserError(f"--resume: {exp_dir} holds no search (search.json missing); check --storage and --name")
+        raise UserError(f"experiment folder {exp.location} already exists; pass --resume to continue it or choose another --name")
+    if args.resume and not exp.pull().search_json.exists():
+        raise UserError(f"--resume: {exp.location} holds no search (search.json missing); check --storage and --name")
     verbose = bool(getattr(args, "verbose", False))
     with exp.driver_lock(), Console(exp.logs, verbose=verbose) as console:
         try:
             return _run_locked(args, exp, space, profile, base_cfg, verbose)
         finally:
             console.keep_ray_logs()
+            exp.push()  # an experiment at a URI: the driver's files (logs, study, best/, ...) go there too
 
 
 def _run_locked(args: argparse.Namespace, exp: Experiment, space: SearchSpace, profile: str, base_cfg: TrialConfig,
@@ -169,7 +174,9 @@ def _run_locked(args: argparse.Namespace, exp: Experiment, space: SearchSpace, p
         f"{get_protocol(args.protocol).target}), profile {profile}, {args.num_samples} trials, space {space.name}, "
         f"selection {args.selection}")
     say(f"  data: {data_root}{'  (SYNTHETIC)' if synthetic else ''}")
-    say(f"  experiment: {exp_dir}  (logs: {exp.logs}{', shown live' if verbose else ''})")
+    say(f"  experiment: {exp.location}  (logs: {exp.logs}{', shown live' if verbose else ''})")
+    if exp.remote:
+        say(f"  driver's local copy (study, logs, files being written): {exp.path}")
     if synthetic:
         say(NOT_PAPER_COMPARABLE)
     base = base_cfg.replace(data_root=data_root).to_dict()
@@ -208,6 +215,7 @@ def _run_locked(args: argparse.Namespace, exp: Experiment, space: SearchSpace, p
     exp.write_settings(settings)
 
     init_ray(args.address, log_to_driver=verbose)
+    share_encoded_splits()  # the trials read the (same) encoded splits once per search, not once each
     sized = size_workers(make_config(base), args.gpus_per_worker, args.cpus_per_worker)
     if sized != make_config(base):
         base = sized.to_dict()
@@ -246,7 +254,7 @@ def _tune(args, space: SearchSpace, base: dict[str, Any], exp: Experiment, num_s
     if args.wandb == "online":  # live; "offline" writes its runs from the records at the end (no actor)
         callbacks.append(wandb_callback(args.wandb, exp))
     max_failures = args.max_failures if args.max_failures is not None else (2 if args.address else 1)
-    trainable = make_trainable(base, str(exp.path), args.selection, args.keep_checkpoints, max_failures)
+    trainable = make_trainable(base, exp.trials_location, args.selection, args.keep_checkpoints, max_failures)
     # The trial driver only waits on its Train workers: it takes no CPU (Tune refuses an all-zero request).
     trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 1e8})
     max_concurrent = args.max_concurrent or concurrent_trials(cfg)
@@ -264,7 +272,7 @@ def _tune(args, space: SearchSpace, base: dict[str, Any], exp: Experiment, num_s
         ),
         run_config=tune.RunConfig(
             name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(exp.tune),
+            storage_path=exp.tune_location,
             callbacks=callbacks,
             verbose=1,
             # a trial whose driver died with its node is restarted; its Train run restores from its checkpoint
@@ -288,8 +296,8 @@ def outcome_callback(exp: Experiment, epochs: int):
     class RecordOutcome(tune.Callback):
         def _write(self, trial, error: str | None) -> None:
             name = f"trial_{trial.trial_id}"  # as trial_name_creator names it: the run's folder name
-            path = records_path(exp.run_dir(name))
-            recs = read_records(path) if path.exists() else []
+            path = records_path(exp.run_location(name))
+            recs = read_records(path) if storage.exists(path) else []
             if run_state(recs)["state"] != "unfinished":
                 return  # failed / diverged already said so
             if error is not None:
@@ -298,7 +306,7 @@ def outcome_callback(exp: Experiment, epochs: int):
                 done = len(epoch_records(recs))
                 record = end_record("end", name, state="completed" if done >= epochs else "stopped early",
                                     reason="" if done >= epochs else f"stopped by the scheduler after {done} of {epochs} epochs")
-            exp.run_dir(name).mkdir(parents=True, exist_ok=True)
+            storage.makedirs(exp.run_location(name))
             append_record(path, record)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
@@ -352,6 +360,11 @@ def _finish(exp: Experiment, selection: str, top: int = 5, wandb_mode: str = "of
     from anrl_ray.report import finish
 
     done = finish(exp, selection)
+    if exp.remote and exp.study_url.startswith("sqlite:"):
+        from anrl_ray.study import export_study
+
+        say(f"  study kept beside the driver ({exp.study_db}); its export goes to {exp.remote}: "
+            f"{export_study(exp).name}, {exp.study_db.name}")
     if wandb_mode == "offline":
         from anrl_ray.records import collect_all, epoch_records
         from anrl_ray.tracking import write_offline_runs
@@ -383,9 +396,9 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} must be >= 0, got {value}")
     if args.cpus_per_worker == 0 and not args.gpus_per_worker:
         raise UserError("--cpus-per-worker and --gpus-per-worker are both 0: a Train worker needs some resource")
-    if "://" in str(args.storage):
-        raise UserError(f"--storage {args.storage}: object-store URIs are not supported yet; give a folder (on a cluster, "
-                        "a shared filesystem every node mounts)")
+    if "://" in str(args.storage) and args.reeval_top_k:
+        raise UserError(f"--reeval-top-k with --storage {args.storage}: re-evaluation runs need a folder; run the search, "
+                        "then `anrl-ray reeval` on a local copy, or use a shared filesystem")
     if args.wandb == "online" and not os.environ.get("WANDB_API_KEY"):
         raise UserError("--wandb online needs WANDB_API_KEY in the environment; use --wandb offline (default) or off")
     if args.selection == "lodo" and len(PROTOCOLS.get(args.protocol, PROTOCOLS["OCI_M"]).sources) < 3:
@@ -406,6 +419,6 @@ def tune_results(exp_dir: str | Path, run: int = -1):
     if not runs:
         raise UserError(f"{Experiment(exp_dir).tune} holds no Ray Tune run")
     settings = Experiment(exp_dir).settings()
-    trainable = make_trainable(settings.get("base_config", {}), str(Experiment(exp_dir).path),
+    trainable = make_trainable(settings.get("base_config", {}), Experiment(exp_dir).trials_location,
                                settings.get("selection", "source_val"), None)
     return tune.Tuner.restore(str(runs[run]), trainable=trainable).get_results()

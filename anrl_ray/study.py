@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from anrl_ray.console import say
@@ -91,12 +92,13 @@ def fail_interrupted(exp: Experiment) -> tuple[int, int]:
         optuna.storages.fail_stale_trials(study)
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    exp.pull()  # an experiment at a URI: its runs' records, mirrored
     states = collect_states(exp.trials) if exp.trials.is_dir() else {}
     # runs that never said how they ended, including those that died before their first epoch record
     started = {p.name for p in exp.trials.iterdir() if p.is_dir()} if exp.trials.is_dir() else set()
     for name in sorted(started | set(states)):
         if states.get(name, {"state": "unfinished"})["state"] == "unfinished":
-            append_record(records_path(exp.run_dir(name)), end_record("interrupted", name, "the search driver stopped "
+            append_record(records_path(exp.run_location(name)), end_record("interrupted", name, "the search driver stopped "
                                                                       "before this trial finished; replaced on --resume"))
     return len(running), len(study.trials)
 
@@ -162,3 +164,17 @@ def compare_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         elif a != b:
             diffs.append(f"{key}: {a!r} -> {b!r}")
     return diffs
+
+
+STUDY_EXPORT = "study_trials.csv"
+
+
+def export_study(exp: Experiment) -> Path:
+    """The study's trials (number, state, value, params, user attributes, times) as CSV in the
+    experiment folder: the record of a study kept beside the driver (S3 storage, no --study-storage)."""
+    import optuna
+
+    study = optuna.load_study(study_name=STUDY_NAME, storage=study_storage(exp))
+    out = exp.path / STUDY_EXPORT
+    study.trials_dataframe().to_csv(out, index=False)
+    return out

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
+from anrl_ray import storage
 from anrl_ray.checkpoint import CHECKPOINT_FILE, load_checkpoint, write_checkpoint_folder
 from anrl_ray.config import TrialConfig, make_config
 from anrl_ray.data.checks import DecodeErrors
@@ -99,14 +100,15 @@ def _carried_objectives(resume_dir: str | None, loop_config: dict[str, Any], met
     return out
 
 
-def last_recorded_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint folder of a run that its records vouch for (written before its record)."""
+def last_recorded_checkpoint(run_dir: str | Path) -> str | None:
+    """The newest checkpoint folder of a run that its records vouch for (written before its record);
+    a local path or a URI, like ``run_dir``."""
     path = records_path(run_dir)
-    if not path.exists():
+    if not storage.exists(path):
         return None
     for r in reversed(epoch_records(read_records(path))):
-        folder = Path(run_dir) / r.get("checkpoint", "")
-        if r.get("checkpoint") and (folder / CHECKPOINT_FILE).is_file():
+        folder = storage.join(run_dir, r.get("checkpoint", ""))
+        if r.get("checkpoint") and storage.is_file(storage.join(folder, CHECKPOINT_FILE)):
             return folder
     return None
 
@@ -116,9 +118,9 @@ def _epoch_of(path: str | Path) -> int:
     return int(name.removeprefix(CHECKPOINT_PREFIX)) if name.removeprefix(CHECKPOINT_PREFIX).isdigit() else -1
 
 
-def _carry_records(resume_dir: str, run_dir: Path, loop_config: dict[str, Any]) -> None:
+def _carry_records(resume_dir: str, run_dir: str, loop_config: dict[str, Any]) -> None:
     """Rewrite the run's records from the checkpoint's copy (no epoch counted twice); renamed to this run."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(run_dir)
     src = records_path(resume_dir)
     carried = read_records(src) if src.exists() else []
     carried = [{**r, "trial": loop_config.get("trial", ""), "group": loop_config.get("group", ""),
@@ -129,7 +131,7 @@ def _carry_records(resume_dir: str, run_dir: Path, loop_config: dict[str, Any]) 
 def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
     """The training loop of one rank: epochs of meta steps, evaluation, records, checkpoints."""
     cfg = make_config(loop_config["config"])
-    run_dir = Path(loop_config["run_dir"])
+    run_dir = loop_config["run_dir"]  # a folder or a URI (anrl_ray.storage)
     rank, world, device = ctx.rank, ctx.world, ctx.device
     torch.set_num_threads(max(1, int(loop_config.get("threads", 1))))
     seed_everything(cfg.seed, cfg.deterministic)
@@ -138,7 +140,7 @@ def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
     optimizer, scheduler = build_optimizer(cfg, learner)
     domain_rng = torch.Generator().manual_seed(cfg.seed * 1000 + rank)  # domain order of each meta step
     start_epoch = 0
-    if ctx.resume_dir is None and rank == 0 and records_path(run_dir).exists():
+    if ctx.resume_dir is None and rank == 0 and storage.exists(records_path(run_dir)):
         write_records(records_path(run_dir), [])  # a fresh start redoes every epoch: no record counted twice
     if ctx.resume_dir is not None:
         state = load_checkpoint(ctx.resume_dir)
@@ -184,7 +186,7 @@ def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
                 if rank == 0:
                     reason = (f"non-finite loss at epoch {epoch} step {step} (loss {float(loss):.4g}; "
                               f"parts {', '.join(f'{k}={float(v):.4g}' for k, v in logs.items())}); training stopped")
-                    run_dir.mkdir(parents=True, exist_ok=True)
+                    storage.makedirs(run_dir)
                     append_record(records_path(run_dir), end_record("diverged", loop_config.get("trial", ""), reason,
                                                                     epoch=epoch, step=step, config=cfg.to_dict()))
                 return
@@ -236,8 +238,8 @@ def run_loop(loop_config: dict[str, Any], ctx: WorkerContext) -> None:
             # a record always points at a checkpoint that exists. The checkpoint carries the run's
             # records up to and including this epoch, so a restart from it counts every epoch once.
             record["checkpoint"] = checkpoint_dir_name(epoch)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            so_far = read_records(records_path(run_dir)) if records_path(run_dir).exists() else []
+            storage.makedirs(run_dir)
+            so_far = read_records(records_path(run_dir)) if storage.exists(records_path(run_dir)) else []
             with tempfile.TemporaryDirectory() as tmp:
                 write_records(records_path(tmp), [*so_far, record])
                 write_checkpoint_folder(Path(tmp), learner, optimizer, scheduler, epoch, gen_states, cfg,
@@ -274,7 +276,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     # newer of the two.
     recorded = last_recorded_checkpoint(loop_config["run_dir"])
     if recorded is not None and (ckpt is None or _epoch_of(ckpt.path) < _epoch_of(recorded)):
-        ckpt = ray.train.Checkpoint(str(recorded))
+        ckpt = ray.train.Checkpoint(recorded)
     with (ckpt.as_directory() if ckpt is not None else nullcontext(None)) as resume_dir:
         ctx = WorkerContext(
             rank=tctx.get_world_rank(),
@@ -372,13 +374,13 @@ def run_trial(
 
     if not cfg.data_root:
         raise UserError("config key 'data_root' is empty: pass --data DIR (a converted dataset root)")
-    storage_path = storage_path if "://" in storage_path else os.path.abspath(storage_path)
-    run_dir = run_dir or os.path.join(storage_path, name)
+    storage_path = storage_path if storage.is_uri(storage_path) else os.path.abspath(storage_path)
+    run_dir = run_dir or storage.join(storage_path, name)
     # where the data stream must start: after the checkpoint this run will continue from
     if resume_from:
         start_epoch = load_checkpoint(resume_from)["epoch"] + 1
     else:
-        recorded = last_recorded_checkpoint(run_dir) if "://" not in storage_path else None
+        recorded = last_recorded_checkpoint(run_dir)
         start_epoch = 0 if recorded is None else _epoch_of(recorded) + 1
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.gpus_per_worker:
@@ -406,7 +408,7 @@ def run_trial(
             # By recency (never by score: the latest checkpoint must survive, see docs/NOTES.md); None keeps all.
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            worker_runtime_env={"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}},
+            worker_runtime_env={"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", **storage.shared_env()}},
         ),
         datasets=build_datasets(cfg, start_epoch),
         # train: equal streaming split in a fixed order (runs repeat on CPU); val/test: every row once
@@ -424,7 +426,7 @@ def raise_if_diverged(run_dir: str | Path) -> None:
     from anrl_ray.records import run_state
 
     path = records_path(run_dir)
-    if path.exists():
+    if storage.exists(path):
         state = run_state(read_records(path))
         if state["state"] == "diverged":
-            raise TrialDiverged(f"{Path(run_dir).name}: {state['reason']}")
+            raise TrialDiverged(f"{storage.basename(run_dir)}: {state['reason']}")

@@ -32,6 +32,7 @@ def main() -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from anrl_ray.config import load_config, make_config
+    from anrl_ray.data.pipeline import share_encoded_splits
     from anrl_ray.space import load_space
     from anrl_ray.runtime import init_ray
     from anrl_ray.trial import run_local, run_trial
@@ -48,6 +49,7 @@ def main() -> None:
                               "num_workers": args.workers_per_trial}, profile="cpu").to_dict()
     out = Path(tempfile.mkdtemp(prefix="anrl-search-overhead-"))
     init_ray(None)
+    share_encoded_splits()  # as the search does: both the Tune trials and the baseline read the splits once
 
     def trainable(params):
         cfg = make_config({**base, **configs[params["i"]]})

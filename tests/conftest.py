@@ -26,3 +26,31 @@ def ray_local():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def s3(monkeypatch, tmp_path_factory):
+    """A throwaway S3-compatible server (moto's threaded server) on 127.0.0.1 with one bucket; the
+    AWS variables of this process point at it (Ray processes started now inherit them). Yields the
+    bucket's URI; the server stops after the test."""
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for key, value in {"AWS_ACCESS_KEY_ID": "anrl-test", "AWS_SECRET_ACCESS_KEY": "anrl-test-secret",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": endpoint}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("ANRL_RAY_SCRATCH", str(tmp_path_factory.mktemp("driver-scratch")))
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="anrl")
+    try:
+        yield "s3://anrl"
+    finally:
+        server.stop()

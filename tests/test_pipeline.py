@@ -292,3 +292,28 @@ def test_each_epoch_draws_a_new_subset_of_the_larger_groups(tiny_data, ray_local
     assert len(first[0]) == len(second[0]) == live and first[0] == second[0]  # the smallest group: all of it
     assert first[1] != second[1]  # spoof (twice as many rows): a fresh random subset each epoch
     assert len(first[1]) < 2 * live
+
+
+@pytest.mark.integration
+def test_search_shares_the_encoded_splits_and_they_give_the_same_epochs(tiny_data, ray_local):
+    """Inside a search the cached splits come from one actor (read once for every trial): the same
+    object references each time, and the same decoded epochs as a split read by the trial itself."""
+    import ray
+
+    from anrl_ray.data.pipeline import SHARED_SPLITS_ACTOR, _encoded_rows, share_encoded_splits
+
+    def epoch(ds):
+        return [(str(v), _digest(torch.from_numpy(np.array(x)))) for b in ds.iter_batches(batch_size=None)
+                for v, x in zip(b["video_id"], b["image"])]
+
+    alone = epoch(training_dataset(tiny_data, SOURCES, spec=SPEC, seed=3))
+    alone_eval = sorted(epoch(eval_dataset(tiny_data, SOURCES, spec=SPEC, split="dev")))
+    share_encoded_splits()
+    try:
+        first, cached = _encoded_rows(tiny_data, SOURCES, "train", 2, None)
+        second, _ = _encoded_rows(tiny_data, SOURCES, "train", 2, None)
+        assert cached and first.to_arrow_refs() == second.to_arrow_refs()  # read once, lent twice
+        assert epoch(training_dataset(tiny_data, SOURCES, spec=SPEC, seed=3)) == alone
+        assert sorted(epoch(eval_dataset(tiny_data, SOURCES, spec=SPEC, split="dev"))) == alone_eval
+    finally:
+        ray.kill(ray.get_actor(SHARED_SPLITS_ACTOR))

@@ -30,11 +30,16 @@ def test_bad_options_exit_2_with_a_message(argv, message, capsys, tmp_path):
     assert message in capsys.readouterr().err
 
 
-def test_object_store_storage_is_refused_not_written_locally(capsys, tmp_path, monkeypatch):
+def test_unreachable_object_store_is_exit_2_not_a_local_folder(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # nothing listens there
     assert main(["--storage", "s3://bucket/runs", "--wandb", "off"]) == 2
-    assert "object-store URIs are not supported yet" in capsys.readouterr().err
-    assert not (tmp_path / "s3:").exists()
+    err = capsys.readouterr().err
+    assert "--storage s3://bucket/runs: cannot write there" in err and "127.0.0.1:9" in err
+    assert list(tmp_path.iterdir()) == []  # not a local folder named s3:
 
 
 def test_argparse_errors_exit_2(capsys):

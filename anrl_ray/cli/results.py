@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
+from anrl_ray.cli.run import add_endpoint_arg
 from anrl_ray.data.faces import DETECTORS
 from anrl_ray.scoring import SPLIT_CHOICES
 from anrl_ray.selection import METHODS
@@ -17,7 +22,10 @@ def best(args: argparse.Namespace) -> int:
     from anrl_ray.experiment import Experiment
     from anrl_ray.report import finish
 
-    exp = Experiment(args.experiment).require()
+    from anrl_ray import storage
+
+    storage.configure(args.storage_endpoint)
+    exp = Experiment(args.experiment).require()  # a folder, or a URI (mirrored locally, results uploaded)
     method = args.selection or exp.settings().get("selection") or "source_val"
     if method == "oracle":
         print(
@@ -27,7 +35,10 @@ def best(args: argparse.Namespace) -> int:
         )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        done = finish(exp, method, plots=not args.no_plots)
+        try:
+            done = finish(exp, method, plots=not args.no_plots)
+        finally:
+            exp.push()
     for w in caught:
         print(f"note: {w.message}", file=sys.stderr)
     if done.best is None:
@@ -40,15 +51,34 @@ def best(args: argparse.Namespace) -> int:
     print(f"leaderboard: {done.leaderboard_md}")
     if done.plots:
         print("plots: " + ", ".join(str(p) for p in done.plots))
-    print(f"best: {done.best}")
+    print(f"best: {storage.join(exp.remote, done.best.name) if exp.remote else done.best}")
     return 0
+
+
+@contextmanager
+def local_checkpoint(args: argparse.Namespace) -> Iterator[str]:
+    """The CHECKPOINT argument as a local path: a URI (s3://.../best) is downloaded to a temp folder."""
+    from anrl_ray import storage
+    from anrl_ray.errors import UserError
+
+    if not storage.is_uri(args.checkpoint):
+        yield args.checkpoint
+        return
+    storage.configure(args.storage_endpoint)
+    if not storage.exists(args.checkpoint):
+        raise UserError(f"CHECKPOINT {args.checkpoint}: nothing there (a best/ folder, a checkpoint_epochNNNN/ folder "
+                        "or a checkpoint.pt); check the URI, the endpoint and the credentials")
+    with tempfile.TemporaryDirectory(prefix="anrl-ray-ckpt-") as tmp:
+        local = storage.download(args.checkpoint, Path(tmp) / storage.basename(args.checkpoint))
+        yield str(local)
 
 
 def evaluate(args: argparse.Namespace) -> int:
     from anrl_ray.export import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, args.data, args.domain, args.split, threshold=args.threshold,
-                                 batch_size=args.batch_size, device=args.device)
+    with local_checkpoint(args) as checkpoint:
+        result = evaluate_checkpoint(checkpoint, args.data, args.domain, args.split, threshold=args.threshold,
+                                     batch_size=args.batch_size, device=args.device)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -60,8 +90,9 @@ def predict(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
     check_images(args.images)  # before the model loads: a bad path fails at once
-    predictor = Predictor(args.checkpoint, threshold=args.threshold, device=args.device, margin=args.margin,
-                          detector=args.detector)
+    with local_checkpoint(args) as checkpoint:
+        predictor = Predictor(checkpoint, threshold=args.threshold, device=args.device, margin=args.margin,
+                              detector=args.detector)
     if not args.no_detect:
         c = predictor.crop
         print(f"note: face crops with margin {c.margin:g}, {c.size} px, JPEG quality {c.jpeg_quality} "
@@ -88,14 +119,17 @@ one-line message for a missing, empty or non-image file or an unreadable checkpo
 
 def register(sub) -> None:
     p = sub.add_parser("best", help="re-select the best trial/epoch from an experiment's records and export it to EXP/best/")
-    p.add_argument("experiment", metavar="EXPERIMENT_DIR")
+    p.add_argument("experiment", metavar="EXPERIMENT_DIR", help="an experiment folder, or its URI (s3://bucket/prefix/NAME)")
+    add_endpoint_arg(p)
     p.add_argument("--selection", choices=METHODS, default=None,
                    help="source_val or lodo (default: the search's own); oracle = upper bound using target data")
     p.add_argument("--no-plots", action="store_true", help="skip the ROC and t-SNE plots (no data needed)")
     p.set_defaults(func=best)
 
     p = sub.add_parser("evaluate", help="score a dataset domain with a checkpoint; JSON metrics at video and frame level")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="best/ folder, checkpoint_epochNNNN/ folder or checkpoint.pt")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="best/ folder, checkpoint_epochNNNN/ folder or checkpoint.pt "
+                   "(a path or a URI such as s3://bucket/prefix/NAME/best)")
+    add_endpoint_arg(p)
     p.add_argument("--data", required=True, help="converted data root (DIR/O, DIR/C, ...)")
     p.add_argument("--domain", required=True, help="domain folder under --data, e.g. M")
     p.add_argument("--split", choices=SPLIT_CHOICES, default="test", help="default test")
@@ -110,7 +144,9 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=PREDICT_DESCRIPTION,
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="best/ folder, checkpoint_epochNNNN/ folder or checkpoint.pt")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="best/ folder, checkpoint_epochNNNN/ folder or checkpoint.pt "
+                   "(a path or a URI such as s3://bucket/prefix/NAME/best)")
+    add_endpoint_arg(p)
     p.add_argument("images", metavar="IMAGES", nargs="+", help="image files (JPEG/PNG; anything OpenCV decodes)")
     p.add_argument("--no-detect", action="store_true",
                    help="the images are face crops already (as the converters store them): score each whole file")

@@ -20,6 +20,12 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def add_endpoint_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-endpoint", default=None, metavar="URL",
+                   help="S3-compatible server for s3:// locations, e.g. http://127.0.0.1:9000 (MinIO, Ceph); "
+                        "default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS")
+
+
 def add_search_args(p: argparse.ArgumentParser) -> None:
     from anrl_ray.space import shipped_space_names
 
@@ -41,7 +47,10 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--searcher", choices=["optuna", "random"], default="optuna", help="default: Optuna TPE (multivariate, seeded)")
     p.add_argument("--selection", choices=["source_val", "lodo"], default="source_val",
                    help="objective and model selection, source data only (oracle is only a reported column)")
-    p.add_argument("--storage", default="runs", help="folder holding experiments (default ./runs; on a cluster a shared filesystem)")
+    p.add_argument("--storage", default="runs",
+                   help="where experiments go: a folder (default ./runs) or a URI pyarrow opens, e.g. s3://bucket/prefix "
+                        "(AWS credentials from the environment of every node; a cluster needs one of the two)")
+    add_endpoint_arg(p)
     p.add_argument("--name", default=None, help="experiment name (default PROTOCOL-TIME)")
     p.add_argument("--study-storage", default=None, metavar="URL",
                    help="Optuna RDB URL for the study, e.g. postgresql://user@host/db for a cluster "

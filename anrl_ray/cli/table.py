@@ -8,7 +8,12 @@ import sys
 
 
 def table(args: argparse.Namespace) -> int:
+    from anrl_ray.errors import UserError
     from anrl_ray.table import run_table
+
+    if "://" in args.storage:
+        raise UserError(f"--storage {args.storage}: anrl-ray table writes its re-evaluation runs to a folder; give a local "
+                        "or shared-filesystem folder (object-store URIs work for run_search.py, best, evaluate, predict)")
 
     args.command_line = "anrl-ray table " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["table"] else ""
     run_table(args)

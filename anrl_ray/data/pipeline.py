@@ -274,19 +274,87 @@ def _encoded_rows(
     listing, metadata, read tasks), i.e. per epoch; with ``cache`` the encoded rows are read
     once (here) and only the per-epoch stages (subsample, shuffle, decode) run again. ``None``
     caches when the domains' shards total at most ``CACHE_MAX_BYTES``. Returns the dataset
-    (cut into ``num_blocks`` blocks when cached) and whether it is cached.
+    (cut into ``num_blocks`` blocks when cached) and whether it is cached. Inside a search, a
+    cached split comes from the search's :class:`EncodedSplits` (read once for all its trials).
     """
     import ray.data
 
     paths = [p for d in domains for p in shard_paths(Path(data_root) / d)]
     if cache is None:
         cache = sum(Path(p).stat().st_size for p in paths) <= CACHE_MAX_BYTES
-    ds = ray.data.read_parquet(paths, override_num_blocks=num_blocks, include_paths=True).select_columns(READ_COLUMNS)
+    if not cache:
+        return _read_encoded(paths, domains, split, num_blocks), False
+    refs = _shared_split(paths, domains, split, num_blocks)
+    if refs is None:
+        return _read_encoded(paths, domains, split, num_blocks).repartition(num_blocks).materialize(), True
+    ds = ray.data.from_arrow_refs(refs)
+    ds.context.execution_options.preserve_order = True
+    return ds, True
+
+
+def _read_encoded(paths: Sequence[str], domains: Sequence[str], split: str, num_blocks: int) -> "ray.data.Dataset":
+    import ray.data
+
+    ds = ray.data.read_parquet(list(paths), override_num_blocks=num_blocks, include_paths=True).select_columns(READ_COLUMNS)
     ds = ds.map_batches(_Select(domains, split), batch_format="pyarrow", batch_size=None)
     # a fixed block order: the per-epoch shuffle and subsample then repeat across runs (resume)
     ds.context.execution_options.preserve_order = True
-    # the read makes a block per file group (one for a small split): cut the cache into num_blocks
-    return (ds.repartition(num_blocks).materialize(), True) if cache else (ds, False)
+    return ds
+
+
+SHARED_SPLITS_ACTOR = "anrl-ray-encoded-splits"
+_shared_splits_handle = None
+
+
+class EncodedSplits:
+    """Ray actor: the cached encoded splits of a search, read once and lent to every trial.
+
+    Every trial of a search reads the same splits (sources' train and dev, target's test); read
+    per trial, that is several seconds of Ray Data start-up each. The search driver starts this
+    actor (:func:`share_encoded_splits`); it owns the materialised blocks (so they live as long
+    as the driver) and hands out their object references. A split is keyed by its shard files'
+    paths, sizes and modification times, its domains, split name and block count.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple] = {}
+
+    def get(self, key: str, paths: list[str], domains: list[str], split: str, num_blocks: int) -> list:
+        if key not in self._kept:
+            ds = _read_encoded(paths, domains, split, num_blocks).repartition(num_blocks).materialize()
+            self._kept[key] = (ds, ds.to_arrow_refs())
+        return self._kept[key][1]
+
+
+def share_encoded_splits() -> None:
+    """Start the search's :class:`EncodedSplits` (in the driver: it lives as long as the driver's job)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # on the driver's node: a worker node that dies takes no trial's data with it
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    global _shared_splits_handle  # a named actor lives only as long as a handle to it: the driver keeps one
+    _shared_splits_handle = ray.remote(num_cpus=0)(EncodedSplits).options(
+        name=SHARED_SPLITS_ACTOR, get_if_exists=True, scheduling_strategy=here).remote()
+
+
+def _shared_split(paths: Sequence[str], domains: Sequence[str], split: str, num_blocks: int) -> list | None:
+    """The split's cached blocks from the search's :class:`EncodedSplits`; None outside a search."""
+    import hashlib
+    import json
+    import os
+
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    try:
+        actor = ray.get_actor(SHARED_SPLITS_ACTOR)
+    except ValueError:
+        return None
+    stats = [(str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
+    key = hashlib.sha256(json.dumps([stats, list(domains), split, num_blocks]).encode()).hexdigest()
+    return ray.get(actor.get.remote(key, [str(p) for p in paths], list(domains), split, num_blocks))
 
 
 def training_dataset(
