@@ -317,25 +317,27 @@ class EncodedSplits:
     """
 
     def __init__(self) -> None:
-        self._kept: dict[str, tuple] = {}
+        self._kept: dict[str, list] = {}
 
     def get(self, key: str, paths: list[str], domains: list[str], split: str, num_blocks: int) -> list:
+        import ray
+
         if key not in self._kept:
             ds = _read_encoded(paths, domains, split, num_blocks).repartition(num_blocks).materialize()
-            self._kept[key] = (ds, ds.to_arrow_refs())
-        return self._kept[key][1]
+            # copied into this actor's node (the head): blocks left on a worker node would be lost
+            # with it, and a trial restarted after a node loss would wait for them forever
+            self._kept[key] = [ray.put(ray.get(ref)) for ref in ds.to_arrow_refs()]
+        return self._kept[key]
 
 
 def share_encoded_splits() -> None:
     """Start the search's :class:`EncodedSplits` (in the driver: it lives as long as the driver's job)."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    # on the driver's node: a worker node that dies takes no trial's data with it
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     global _shared_splits_handle  # a named actor lives only as long as a handle to it: the driver keeps one
-    _shared_splits_handle = ray.remote(num_cpus=0)(EncodedSplits).options(
-        name=SHARED_SPLITS_ACTOR, get_if_exists=True, scheduling_strategy=here).remote()
+    # on the head node: a worker node that dies takes no trial's data with it
+    _shared_splits_handle = ray.remote(num_cpus=0, resources={"node:__internal_head__": 0.001})(EncodedSplits).options(
+        name=SHARED_SPLITS_ACTOR, get_if_exists=True).remote()
 
 
 def _shared_split(paths: Sequence[str], domains: Sequence[str], split: str, num_blocks: int) -> list | None:
@@ -354,7 +356,10 @@ def _shared_split(paths: Sequence[str], domains: Sequence[str], split: str, num_
         return None
     stats = [(str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
     key = hashlib.sha256(json.dumps([stats, list(domains), split, num_blocks]).encode()).hexdigest()
-    return ray.get(actor.get.remote(key, [str(p) for p in paths], list(domains), split, num_blocks))
+    try:
+        return ray.get(actor.get.remote(key, [str(p) for p in paths], list(domains), split, num_blocks))
+    except ray.exceptions.RayActorError:  # gone (its node died): this trial reads the split itself
+        return None
 
 
 def training_dataset(
