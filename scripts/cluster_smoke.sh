@@ -32,7 +32,7 @@ PY=$VENV/bin/python
 RAY=$VENV/bin/ray
 CONFIG=cluster.local.yaml   # run as a copy that differs only in two launching-side paths (below)
 # Pinned in cluster.local.yaml; TUNNEL_PORT is the launching side's end of `ray dashboard`.
-GCS_PORT=6390 DASHBOARD_PORT=8290 TUNNEL_PORT=8291 AGENT_PORT=52390 CLIENT_PORT=6391
+GCS_PORT=6390 DASHBOARD_PORT=8290 TUNNEL_PORT=8291 AGENT_PORT=29390 CLIENT_PORT=6391
 SEARCH_NAME=smoke
 
 say() { echo "cluster_smoke: $*"; }
