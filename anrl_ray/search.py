@@ -28,7 +28,6 @@ from anrl_ray.runtime import check_data, init_ray, resolve_data_root
 from anrl_ray.selection import lodo_scores
 from anrl_ray.space import SearchSpace, load_space
 from anrl_ray.study import Heartbeat, compare_settings, fail_interrupted, finished_trials, masked_url, resolve_study, study_storage
-from anrl_ray.storage import join as storage_join
 from anrl_ray.trial import raise_if_diverged, run_trial
 
 DEFAULT_TRIALS = {"cpu": 8, "full": 20}  # per profile: cpu takes ~7 min on 2 idle cores (see README)
@@ -42,13 +41,13 @@ def default_space(protocol: str) -> str:
     return "anrl_limited" if len(PROTOCOLS[protocol].sources) == 2 else "anrl"
 
 
-def lodo_objective(cfg: TrialConfig, group: str, storage: str, max_failures: int = 0) -> dict[int, float]:
+def lodo_objective(cfg: TrialConfig, group: str, trials: str, max_failures: int = 0) -> dict[int, float]:
     """Run the leave-one-source-out trainings of a configuration; epoch -> mean held-out score."""
     runs = {}
     for holdout in cfg.sources:
         name = f"{group}-holdout{holdout}"
-        checked_run(cfg.replace(holdout=holdout), storage_path=storage, name=name, group=group, max_failures=max_failures)
-        runs[name] = epoch_records(read_records(records_path(storage_join(storage, name))))
+        checked_run(cfg.replace(holdout=holdout), storage_path=trials, name=name, group=group, max_failures=max_failures)
+        runs[name] = epoch_records(read_records(records_path(storage.join(trials, name))))
     return lodo_scores(runs).get(group, {})
 
 
@@ -57,7 +56,7 @@ def checked_run(cfg: TrialConfig, *, storage_path: str, name: str, **kwargs: Any
 
     A run that already diverged (a Tune retry of it) raises at once instead of training again.
     """
-    run_dir = storage_join(storage_path, name)
+    run_dir = storage.join(storage_path, name)
     raise_if_diverged(run_dir)
     try:
         result = run_trial(cfg, storage_path=storage_path, name=name, **kwargs)
@@ -81,12 +80,11 @@ def make_trainable(base: dict[str, Any], trials: str, selection: str, keep_check
 
         cfg = make_config({**base, **params}, source="search trial")
         name = tune.get_context().get_trial_name()
-        storage = trials
-        objective = lodo_objective(cfg, name, storage, max_failures) if selection == "lodo" else None
+        objective = lodo_objective(cfg, name, trials, max_failures) if selection == "lodo" else None
         # When Tune stops a trial early, fit() never returns here: nothing essential follows it.
         checked_run(
             cfg,
-            storage_path=storage,
+            storage_path=trials,
             name=name,
             callbacks=[TuneReportCallback()],
             keep_checkpoints=keep_checkpoints,
