@@ -128,7 +128,7 @@ def leaderboard(
     for name, st in sorted(states.items()):
         if name not in runs and st["state"] in ("failed", "diverged", "interrupted") and "-holdout" not in name:
             rows.append({"trial": name, "selection": method, "epochs_recorded": st.get("epochs", 0),
-                         "status": f"{st['state']}: {st.get('reason', '')}"[:200]})
+                         "status": " ".join(f"{st['state']}: {st.get('reason', '')}".split())[:200]})
     return [{c: row.get(c) for c in COLUMNS} for row in rows]
 
 

@@ -51,10 +51,26 @@ def lodo_objective(cfg: TrialConfig, group: str, trials: str, max_failures: int 
     return lodo_scores(runs).get(group, {})
 
 
+def tune_is_stopping() -> bool:
+    """True inside a Tune trainable whose trial Tune has decided to end (or outside Tune).
+
+    Tune ends a trial (the scheduler's STOP, or the last epoch reached ``max_t``) by calling the
+    trainable's ``stop()``, which finishes its session, then terminating the actor; the Train
+    controller this trainable owns dies with it, and ``fit()`` may still raise ``ActorDiedError``
+    in the window before the process exits. That error is Tune's decision, not a failure.
+    """
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    return session is None or session.stop_event.is_set()
+
+
 def checked_run(cfg: TrialConfig, *, storage_path: str, name: str, **kwargs: Any) -> None:
     """``run_trial`` that raises on a failed or diverged run and writes how it failed into its records.
 
     A run that already diverged (a Tune retry of it) raises at once instead of training again.
+    An error raised while Tune is ending the trial is not recorded: the driver's
+    ``outcome_callback`` writes how the trial ended.
     """
     run_dir = storage.join(storage_path, name)
     raise_if_diverged(run_dir)
@@ -62,6 +78,8 @@ def checked_run(cfg: TrialConfig, *, storage_path: str, name: str, **kwargs: Any
         result = run_trial(cfg, storage_path=storage_path, name=name, **kwargs)
         error = getattr(result, "error", None)
     except Exception as e:  # noqa: BLE001  Train V2 raises TrainingFailedError; recorded, then re-raised
+        if tune_is_stopping():
+            raise
         error = e
     if error is not None:
         storage.makedirs(run_dir)
@@ -286,6 +304,9 @@ def outcome_callback(exp: Experiment, epochs: int):
 
     Runs in the driver: a trial completed, stopped early by the scheduler, or failed gets its end
     record at once, so after a driver crash the runs without one are exactly the interrupted ones.
+    Tune's verdict is the last word: a trial Tune completed whose trainable nevertheless wrote
+    "failed" (its Train controller died while Tune was stopping it) gets an "end" record after it.
+    A diverged run stays diverged.
     """
     from ray import tune
 
@@ -296,8 +317,9 @@ def outcome_callback(exp: Experiment, epochs: int):
             name = f"trial_{trial.trial_id}"  # as trial_name_creator names it: the run's folder name
             path = records_path(exp.run_location(name))
             recs = read_records(path) if storage.exists(path) else []
-            if run_state(recs)["state"] != "unfinished":
-                return  # failed / diverged already said so
+            state = run_state(recs)["state"]
+            if state != "unfinished" and not (error is None and state == "failed"):
+                return  # failed / diverged / ended already said so
             if error is not None:
                 record = end_record("failed", name, error[:2000])
             else:

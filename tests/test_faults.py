@@ -206,3 +206,52 @@ def test_driver_killed_mid_search_then_resumed(tiny_data, tmp_path):
     settings = json.loads(exp.search_json.read_text())
     assert settings["interrupted_trials_failed"] >= 1 and len(settings["history"]) == 1
     assert json.loads((exp.best / "selection.json").read_text())["trial"] in [n for n, s in states.items() if s == "completed"]
+
+
+def test_tune_verdict_is_the_last_word_on_a_trial_tune_ended(tmp_path):
+    """A trial Tune completed whose trainable still wrote "failed" (its Train controller died while
+    Tune was stopping it) ends as Tune said; a Tune error never overrides; diverged stays diverged."""
+    from types import SimpleNamespace
+
+    from anrl_ray.records import append_record, end_record
+    from anrl_ray.search import outcome_callback
+
+    exp = Experiment(tmp_path / "E")
+    cb = outcome_callback(exp, epochs=2)
+
+    def ended(trial_id: str, kind: str | None, via: str) -> dict:
+        name = f"trial_{trial_id}"
+        path = records_path(exp.run_location(name))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        for epoch in range(2):
+            append_record(path, {"kind": "epoch", "trial": name, "epoch": epoch})
+        if kind:
+            append_record(path, end_record(kind, name, "ActorDiedError: The actor died\n\tclass_name: TrainController"))
+        trial = SimpleNamespace(trial_id=trial_id)
+        getattr(cb, via)(iteration=0, trials=[trial], trial=trial)
+        return run_state(read_records(path))
+
+    assert ended("a", "failed", "on_trial_complete")["state"] == "completed"
+    assert ended("b", None, "on_trial_complete")["state"] == "completed"
+    assert ended("c", "diverged", "on_trial_complete")["state"] == "diverged"
+    failed = ended("d", "failed", "on_trial_error")
+    assert failed["state"] == "failed" and "ActorDiedError" in failed["reason"]  # the trainable's own words kept
+    assert ended("e", None, "on_trial_error")["state"] == "failed"
+
+
+def test_tune_is_stopping_only_when_tune_ends_the_trial(tmp_path, ray_local):
+    """Outside Tune (no session) an error is never Tune's stop; inside a running trainable it is not
+    either, so a real failure there is still recorded as "failed"."""
+    from ray import tune
+
+    from anrl_ray.search import tune_is_stopping
+
+    assert tune_is_stopping()
+    out = tmp_path / "seen.txt"
+
+    def trainable(config):
+        Path(config["out"]).write_text(str(tune_is_stopping()))
+
+    grid = tune.Tuner(trainable, param_space={"out": str(out)},
+                      run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), name="t")).fit()
+    assert not grid.errors and out.read_text() == "False"

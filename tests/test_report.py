@@ -192,3 +192,13 @@ def test_write_report_uses_search_json_study(tmp_path):
         out = report.finish(exp, "source_val", export=False)
     assert out.leaderboard_md.is_file() and out.leaderboard_csv.is_file()
     assert [p.name for p in out.plots] == list(plots.OPTUNA_FIGURES) and all(p.is_file() for p in out.plots)
+
+
+def test_failed_run_with_a_multiline_reason_is_one_leaderboard_row(tmp_path):
+    """A failed run's reason (a Ray error spans lines) is folded into one line of the CSV and the table."""
+    states = {"c": {"state": "failed", "reason": "ActorDiedError: died\n\tclass_name: TrainController\n\tpid: 1",
+                    "epochs": 2}}
+    rows = report.leaderboard(make_runs(), "source_val", states=states)
+    assert rows[-1]["trial"] == "c" and rows[-1]["status"] == "failed: ActorDiedError: died class_name: TrainController pid: 1"
+    report.write_leaderboard(tmp_path, rows, "source_val")
+    assert len((tmp_path / "leaderboard.csv").read_text().strip().splitlines()) == 1 + len(rows)
