@@ -139,12 +139,13 @@ def build_search_alg(space: SearchSpace, exp: Experiment, searcher: str, seed: i
 
 def run_search(args: argparse.Namespace) -> Path:
     """Run (or resume) a search and write the leaderboard, best/ and plots. Returns the experiment folder."""
+    import ray
+
     get_protocol(args.protocol)
     space = load_space(args.space or default_space(args.protocol))
+    ray_is_ours = not ray.is_initialized()  # a runtime the caller started (a test, `anrl-ray table`) stays up
     if args.profile == "auto" and args.address:  # a cluster's GPUs decide, not the driver's
         init_ray(args.address)
-        import ray
-
         profile = "full" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
     else:
         profile = default_profile() if args.profile == "auto" else args.profile
@@ -177,6 +178,8 @@ def run_search(args: argparse.Namespace) -> Path:
             return _run_locked(args, exp, space, profile, base_cfg, verbose)
         finally:
             console.keep_ray_logs()
+            if ray_is_ours and ray.is_initialized():
+                ray.shutdown()  # inside the console: Ray's last relayed warnings go to the logs, not the terminal
             exp.push()  # an experiment at a URI: the driver's files (logs, study, best/, ...) go there too
 
 
