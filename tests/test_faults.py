@@ -132,15 +132,19 @@ def test_worker_killed_mid_epoch_resumes_from_its_checkpoint(tiny_data, tmp_path
 
 
 def _study_counts(db: Path) -> dict[str, int]:
-    import optuna
+    """Trials per state, read-only: an observer must not open the study through Optuna, whose storage
+    creates the schema of a fresh database and so raced the driver's own creation of it (the driver
+    then failed with "UNIQUE constraint failed: alembic_version.version_num"; seen once in CI)."""
+    import sqlite3
+    from contextlib import closing
 
     if not db.exists():
         return {}
     try:
-        study = optuna.load_study(study_name="anrl", storage=f"sqlite:///{db}")
-    except Exception:  # noqa: BLE001  not created yet
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
+            return dict(con.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+    except sqlite3.Error:  # tables not created yet, or locked for a moment
         return {}
-    return {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}
 
 
 def _mid_trial_runs(exp: Experiment) -> list[str]:
