@@ -99,7 +99,7 @@ def make_trainable(base: dict[str, Any], trials: str, selection: str, keep_check
         cfg = make_config({**base, **params}, source="search trial")
         name = tune.get_context().get_trial_name()
         objective = lodo_objective(cfg, name, trials, max_failures) if selection == "lodo" else None
-        # When Tune stops a trial early, fit() never returns here: nothing essential follows it.
+        # When Tune stops a trial, fit() never returns here (or raises: see tune_is_stopping); nothing essential follows it.
         checked_run(
             cfg,
             storage_path=trials,
