@@ -16,6 +16,7 @@ from anrl_ray.config import TrialConfig
 from anrl_ray.losses import LossWeights
 from anrl_ray.meta import MetaLearner
 from anrl_ray.model import ANRLNet, build_model
+from anrl_ray.optim import create_optimizer, create_scheduler
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -67,22 +68,11 @@ def build_learner(cfg: TrialConfig) -> MetaLearner:
 
 
 def build_optimizer(cfg: TrialConfig, learner: torch.nn.Module):
-    """timm's optimizer and scheduler factories (the reference wires timm's step scheduler)."""
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
-
-    optimizer = create_optimizer_v2(
-        learner, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum
+    """The optimizer and epoch schedule timm's factories build (the reference wires timm's step
+    scheduler), made without importing timm (:mod:`anrl_ray.optim`)."""
+    optimizer = create_optimizer(learner, cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+    scheduler = create_scheduler(
+        optimizer, cfg.scheduler, epochs=cfg.epochs, decay_epochs=cfg.decay_epochs, decay_rate=cfg.decay_rate,
+        warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.lr * 0.1,
     )
-    scheduler = None
-    if cfg.scheduler != "none":
-        scheduler, _ = create_scheduler_v2(
-            optimizer,
-            sched=cfg.scheduler,
-            num_epochs=cfg.epochs,
-            decay_epochs=cfg.decay_epochs,
-            decay_rate=cfg.decay_rate,
-            warmup_epochs=cfg.warmup_epochs,
-            warmup_lr=cfg.lr * 0.1,
-        )
     return optimizer, scheduler

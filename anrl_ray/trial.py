@@ -26,7 +26,9 @@ from anrl_ray import storage
 from anrl_ray.checkpoint import CHECKPOINT_FILE, load_checkpoint, write_checkpoint_folder
 from anrl_ray.config import TrialConfig, make_config
 from anrl_ray.data.checks import DecodeErrors
-from anrl_ray.data.pipeline import InputSpec, data_config, eval_dataset, iter_eval_batches, meta_batches, steps_per_epoch, training_dataset
+from anrl_ray.data.pipeline import (
+    InputSpec, data_config, eval_dataset, iter_eval_batches, meta_batches, rank_streams_available, steps_per_epoch, training_dataset,
+)
 from anrl_ray.errors import UserError
 from anrl_ray.experiment import CHECKPOINT_PREFIX, checkpoint_dir_name, records_path
 from anrl_ray.factory import build_learner, build_optimizer, seed_everything
@@ -34,6 +36,7 @@ from anrl_ray.records import append_record, end_record, epoch_record, epoch_reco
 from anrl_ray.runtime import code_version
 from anrl_ray.scoring import epoch_metrics, gather, score_batches
 
+RANK_DATASETS = "rank_datasets"  # train_loop_config key: every rank's own datasets, or None (Ray Train splits them)
 
 @dataclass
 class WorkerContext:
@@ -257,6 +260,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
     tctx = ray.train.get_context()
+    own_data = loop_config.pop(RANK_DATASETS, None)  # this rank's own datasets (see run_trial), or Ray Train's shards
 
     def report(metrics_: dict[str, Any], ckpt_dir: str | None, epoch: int) -> None:
         # every rank calls report (a barrier); only rank 0 attaches the checkpoint
@@ -278,11 +282,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if recorded is not None and (ckpt is None or _epoch_of(ckpt.path) < _epoch_of(recorded)):
         ckpt = ray.train.Checkpoint(recorded)
     with (ckpt.as_directory() if ckpt is not None else nullcontext(None)) as resume_dir:
+        if own_data:
+            data = own_data[tctx.get_world_rank()]
+            if resume_dir is not None:
+                # the stream continues after the checkpoint, also when Ray Train restarted the workers
+                # within this run: epoch e gets the data of epoch e of an uninterrupted run
+                epoch = _epoch_of(ckpt.path)
+                data["train"].context._execution_idx = (epoch if epoch >= 0 else load_checkpoint(resume_dir)["epoch"]) + 1
+            shards = {k: ds.iterator() for k, ds in data.items()}
+        else:
+            shards = {k: ray.train.get_dataset_shard(k) for k in ("train", "eval")}
         ctx = WorkerContext(
             rank=tctx.get_world_rank(),
             world=tctx.get_world_size(),
             device=ray.train.torch.get_device(),
-            shards={k: ray.train.get_dataset_shard(k) for k in ("train", "eval")},
+            shards=shards,
             resume_dir=resume_dir,
             report=report,
             node_id=ray.get_runtime_context().get_node_id(),
@@ -312,25 +326,26 @@ def run_local(cfg: TrialConfig, run_dir: str | Path, threads: int = 1) -> list[d
     return reports
 
 
-def build_datasets(cfg: TrialConfig, start_epoch: int = 0) -> dict[str, Any]:
+def build_datasets(cfg: TrialConfig, start_epoch: int = 0, shard: tuple[int, int] | None = None) -> dict[str, Any]:
     """Ray Data datasets of a trial: source train, and source validation + target test as one "eval" set.
 
     ``start_epoch`` (a resumed run) makes the training data of epoch e identical to epoch e of an
     uninterrupted run: the pipeline seeds its shuffle/subsample/augmentation per execution, and
     Ray Data counts executions per dataset from 0, so the count starts at ``start_epoch``.
+    ``shard=(rank, world)``: that rank's own share of each (see :func:`rank_streams_available`).
     """
     spec = InputSpec(img_size=cfg.img_size, in_channels=cfg.in_channels)
     if cfg.holdout:
         # leave-one-source-out: the held-out source domain, all of its training subjects, is the validation set
-        val = eval_dataset(cfg.data_root, [cfg.holdout], spec=spec, split="train")
+        val = eval_dataset(cfg.data_root, [cfg.holdout], spec=spec, split="train", shard=shard)
     else:
-        val = eval_dataset(cfg.data_root, list(cfg.sources), spec=spec, split="dev")
-    train = training_dataset(cfg.data_root, list(cfg.sources), spec=spec, split="train", seed=cfg.seed)
+        val = eval_dataset(cfg.data_root, list(cfg.sources), spec=spec, split="dev", shard=shard)
+    train = training_dataset(cfg.data_root, list(cfg.sources), spec=spec, split="train", seed=cfg.seed, shard=shard)
     # Private Ray Data counter (ray 2.60): the execution index that RandomSeedConfig(reseed_after_execution)
     # and the pipeline's per-epoch seeds read. Checked by tests/test_trial.py's resume test.
     train.context._execution_idx = start_epoch
-    # val and test in one dataset: one split coordinator actor per trial instead of two
-    test = eval_dataset(cfg.data_root, [cfg.target], spec=spec, split="test")
+    # val and test in one dataset: one stream (one split coordinator with DataConfig) instead of two
+    test = eval_dataset(cfg.data_root, [cfg.target], spec=spec, split="test", shard=shard)
     return {"train": train, "eval": val.union(test)}
 
 
@@ -382,6 +397,13 @@ def run_trial(
     else:
         recorded = last_recorded_checkpoint(run_dir)
         start_epoch = 0 if recorded is None else _epoch_of(recorded) + 1
+    # In a search (the splits cached and shared) every rank executes its own share of the data;
+    # otherwise Ray Train splits one stream per dataset (DataConfig: a dataset manager and a split
+    # coordinator per dataset, several seconds more of each trial's start-up).
+    domains = [*cfg.sources, cfg.target, *([cfg.holdout] if cfg.holdout else [])]
+    own_data = None
+    if rank_streams_available(cfg.data_root, domains):
+        own_data = [build_datasets(cfg, start_epoch, shard=(r, cfg.num_workers)) for r in range(cfg.num_workers)]
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.gpus_per_worker:
         resources["GPU"] = cfg.gpus_per_worker
@@ -396,6 +418,7 @@ def run_trial(
             "objective_by_epoch": {int(k): float(v) for k, v in (objective_by_epoch or {}).items()},
             # Train V2 deprecates resume_from_checkpoint: the loop loads this folder itself
             "resume_from": str(Path(resume_from).resolve()) if resume_from else None,
+            RANK_DATASETS: own_data,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.gpus_per_worker > 0, resources_per_worker=resources,
@@ -410,9 +433,9 @@ def run_trial(
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             worker_runtime_env={"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", **storage.shared_env()}},
         ),
-        datasets=build_datasets(cfg, start_epoch),
+        datasets=None if own_data else build_datasets(cfg, start_epoch),
         # train: equal streaming split in a fixed order (runs repeat on CPU); val/test: every row once
-        dataset_config=data_config(exact=("eval",), execution_options={"train": ordered_ingest_options()}),
+        dataset_config=None if own_data else data_config(exact=("eval",), execution_options={"train": ordered_ingest_options()}),
     )
     return trainer.fit()
 

@@ -96,11 +96,25 @@ def test_diverging_trial_stops_and_the_search_goes_on(tiny_data, tmp_path, capsy
     assert by_state[optuna.trial.TrialState.FAIL] == len(diverged) and by_state[optuna.trial.TrialState.COMPLETE] == len(fine)
 
 
+@pytest.fixture
+def rank_streams(ray_local):
+    """The ranks read their own data streams (as in a search): the encoded splits are shared."""
+    from anrl_ray.data import pipeline
+
+    pipeline.share_encoded_splits()
+    yield
+    ray_local.kill(pipeline._shared_splits_handle)
+    pipeline._shared_splits_handle = None
+
+
 @pytest.mark.integration
-def test_worker_killed_mid_epoch_resumes_from_its_checkpoint(tiny_data, tmp_path, ray_local):
+@pytest.mark.parametrize("ingest", ["train_split", "rank_streams"])
+def test_worker_killed_mid_epoch_resumes_from_its_checkpoint(ingest, tiny_data, tmp_path, ray_local, request):
     from anrl_ray.config import load_config
     from anrl_ray.trial import run_trial
 
+    if ingest == "rank_streams":
+        request.getfixturevalue("rank_streams")
     cfg = load_config(None, {"epochs": 3, "max_steps_per_epoch": 3, "num_workers": 2, "cpus_per_worker": 0.5},
                       profile="cpu", base={"protocol": "OCI_M", "data_root": tiny_data})
     run_dir = tmp_path / "store" / "run"
@@ -129,6 +143,13 @@ def test_worker_killed_mid_epoch_resumes_from_its_checkpoint(tiny_data, tmp_path
     assert killed["pid"] in [w["pid"] for w in recs[0]["workers"]]
     assert killed["pid"] not in [w["pid"] for w in recs[2]["workers"]]  # the group was restarted
     assert all((run_dir / r["checkpoint"] / "checkpoint.pt").is_file() for r in recs)
+    if ingest == "rank_streams":
+        # the restarted ranks continued their data streams after the checkpoint: epochs 1 and 2 saw
+        # the data of an uninterrupted run, and so ended with its parameters
+        assert run_trial(cfg, storage_path=str(tmp_path / "store"), name="uninterrupted").error is None
+        ref = epoch_records(read_records(records_path(tmp_path / "store" / "uninterrupted")))
+        for a, b in zip(recs, ref):
+            assert a["rank_param_checksums"] == pytest.approx(b["rank_param_checksums"], rel=1e-6), a["epoch"]
 
 
 def _study_counts(db: Path) -> dict[str, int]:

@@ -69,7 +69,7 @@ def test_public_names_stay_importable_from_pipeline():
     import anrl_ray.data.pipeline as pipeline
 
     for name in ["InputSpec", "data_config", "eval_dataset", "group_counts", "iter_eval_batches", "meta_batches",
-                 "steps_per_epoch", "training_dataset"]:
+                 "rank_streams_available", "steps_per_epoch", "training_dataset"]:
         assert getattr(pipeline, name) is not None and name in pipeline.__all__
 
 

@@ -1,7 +1,6 @@
 """A real Ray Train trial: 2 DDP workers on CPU, records, checkpoints, resume."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,13 +21,37 @@ def tiny_cfg(data, **kw):
     return load_config(None, {**base, **kw}, profile="cpu")
 
 
-@pytest.fixture(scope="module")
-def two_epoch_run(tiny_data, ray_local, tmp_path_factory):
+def _split_coordinators() -> int:
+    """Ray Data split coordinator actors this Ray runtime has started (alive or dead), read from the
+    GCS (the state API needs the dashboard, which the tests' runtime leaves out)."""
+    import ray._private.state
+
+    return sum(a.get("ActorClassName") == "SplitCoordinator" for a in ray._private.state.actors().values())
+
+
+@pytest.fixture(scope="module", params=["train_split", "rank_streams"])
+def two_epoch_run(request, tiny_data, ray_local, tmp_path_factory):
+    """Both ways a trial's ranks get data: Ray Train's DataConfig split (a run outside a search), and
+    every rank executing its own share (a search: the splits cached and shared)."""
+    import ray
+
+    from anrl_ray.data import pipeline
+
+    own = request.param == "rank_streams"
+    if own:
+        pipeline.share_encoded_splits()
     out = tmp_path_factory.mktemp("trial")
     cfg = tiny_cfg(tiny_data)
+    assert pipeline.rank_streams_available(cfg.data_root, ["O", "C", "I", "M"]) == own
+    coordinators = _split_coordinators()
     result = run_trial(cfg, storage_path=str(out), name="full")
     assert result.error is None, result.error
-    return cfg, out
+    # the ranks' own streams need no Ray Data split coordinator; DataConfig starts one per dataset
+    assert (_split_coordinators() - coordinators == 0) == own
+    yield cfg, out
+    if own:
+        ray.kill(pipeline._shared_splits_handle)
+        pipeline._shared_splits_handle = None
 
 
 def test_trial_reports_records_and_checkpoints(two_epoch_run):

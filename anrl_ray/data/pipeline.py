@@ -12,7 +12,9 @@ Training data flow (one Ray Data plan, re-executed every epoch by Ray Train)::
                                        depth target  ->  image, depth, label, domain_index, video_id,
                                        ok, failure (a row that does not decode: dropped + counted
                                        by the consumer, named by shard file and row)
-    -> streaming_split(world_size)     done by Ray Train (DataConfig)
+    -> each rank's share               in a search (cached splits): every rank executes its own
+                                       plan and keeps rows r, r + w, ... of the epoch order;
+                                       otherwise streaming_split(world_size) by Ray Train (DataConfig)
     -> meta_batches (on each worker)   per (domain, class) queues -> D x (B live + B spoof)
 
 The worker side (:func:`~anrl_ray.data.batches.meta_batches`,
@@ -66,6 +68,7 @@ __all__ = [
     "group_counts",
     "iter_eval_batches",
     "meta_batches",
+    "rank_streams_available",
     "steps_per_epoch",
     "training_dataset",
 ]
@@ -245,12 +248,15 @@ def epoch_rows(
 
 
 def _decode_slices(
-    tasks: dict[str, np.ndarray], *, refs: list, quota: dict[tuple[int, int], int], seed: int, num_slices: int, decode: dict
+    tasks: dict[str, np.ndarray], *, refs: list, quota: dict[tuple[int, int], int], seed: int, num_slices: int, decode: dict,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[dict[str, np.ndarray]]:
     """Ray task: the epoch's rows of slice ``tasks["id"]`` (of ``num_slices``), decoded batch by batch.
 
     Every task draws the same epoch order (seeded by ``seed`` and the execution index) from
-    the cached encoded tables ``refs`` and decodes its contiguous part of it.
+    the cached encoded tables ``refs``, keeps rank ``shard[0]``'s share of it (rows r, r + w,
+    ... of ``w = shard[1]`` ranks, cut to ``len // w`` rows: every rank gets as many) and
+    decodes its contiguous part of that.
     """
     import pyarrow as pa
     import ray
@@ -259,6 +265,8 @@ def _decode_slices(
     rng = np.random.default_rng([seed, _execution_index(), 104729])
     dom, lab = (table[c].to_numpy(zero_copy_only=False) for c in ("domain_index", "label"))
     order = epoch_rows(dom, lab, quota, rng)
+    rank, world = shard
+    order = order[rank::world][: len(order) // world]
     for k in tasks["id"]:
         part = np.array_split(order, num_slices)[int(k)]
         for start in range(0, len(part), DECODE_BATCH):
@@ -281,7 +289,7 @@ def _encoded_rows(
 
     paths = [p for d in domains for p in shard_paths(Path(data_root) / d)]
     if cache is None:
-        cache = sum(Path(p).stat().st_size for p in paths) <= CACHE_MAX_BYTES
+        cache = _fits_cache(paths)
     if not cache:
         return _read_encoded(paths, domains, split, num_blocks), False
     refs = _shared_split(paths, domains, split, num_blocks)
@@ -300,6 +308,29 @@ def _read_encoded(paths: Sequence[str], domains: Sequence[str], split: str, num_
     # a fixed block order: the per-epoch shuffle and subsample then repeat across runs (resume)
     ds.context.execution_options.preserve_order = True
     return ds
+
+
+def _fits_cache(paths: Sequence[str | Path]) -> bool:
+    return sum(Path(p).stat().st_size for p in paths) <= CACHE_MAX_BYTES
+
+
+def rank_streams_available(data_root: str | Path, domains: Sequence[str]) -> bool:
+    """Whether every rank can read its own share of ``domains`` (``shard=`` of :func:`training_dataset`
+    and :func:`eval_dataset`): the splits are cached and shared by the search's :class:`EncodedSplits`.
+
+    Each rank then executes its own datasets: no Ray Train ``DataConfig``, whose dataset manager
+    and split coordinators (one actor each, started per trial) cost several seconds of every
+    trial's start-up on a small machine (docs/NOTES.md, "Where a trial's fixed cost goes").
+    """
+    import ray
+
+    if not ray.is_initialized() or not _fits_cache([p for d in domains for p in shard_paths(Path(data_root) / d)]):
+        return False
+    try:
+        ray.get_actor(SHARED_SPLITS_ACTOR)
+    except ValueError:
+        return False
+    return True
 
 
 SHARED_SPLITS_ACTOR = "anrl-ray-encoded-splits"
@@ -371,6 +402,7 @@ def training_dataset(
     augment: bool = True,
     seed: int = 0,
     cache: bool | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> "ray.data.Dataset":
     """Shuffled, per-(domain, class) rebalanced, decoded and augmented training rows.
 
@@ -383,6 +415,9 @@ def training_dataset(
     shuffled globally so that every streaming-split shard holds every group in proportion.
     Consume with :func:`meta_batches`. ``cache``: keep the encoded split in Ray's object store
     (default: if small, see :func:`_encoded_rows`); it is read when this function is called.
+    ``shard=(rank, world)``: only that rank's share of every epoch's rows (see
+    :func:`_decode_slices`; all ranks get equally many), for a rank that executes its own
+    dataset; needs the cached split (:func:`rank_streams_available`).
     """
     import ray.data
 
@@ -397,13 +432,15 @@ def training_dataset(
     by_bytes = round(rows * _row_bytes(spec) / TASK_BYTES)
     num_slices = int(min(256, max(1, by_bytes, min(cpus, rows // MIN_TASK_ROWS))))
     ds, cached = _encoded_rows(data_root, domains, split, num_slices, cache)
+    if shard is not None and not cached:
+        raise ValueError(f"training_dataset(shard={shard}) needs the cached split; {split!r} of {list(domains)} is not cached")
     if not cached:  # Bernoulli subsample per block + Ray Data's all-to-all shuffle, every epoch
         keep = {g: m / counts[g] for g, m in quota.items()}
         ds = ds.map_batches(_Subsample(keep, seed), batch_format="pyarrow", batch_size=None)
         ds = ds.random_shuffle(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
         return _decoded(ds, spec, augment=augment, seed=seed, keep_domain=False)
     decode = _decode_kwargs(spec, augment=augment, seed=seed, keep_domain=False)
-    kwargs = dict(refs=ds.to_arrow_refs(), quota=quota, seed=seed, num_slices=num_slices, decode=decode)
+    kwargs = dict(refs=ds.to_arrow_refs(), quota=quota, seed=seed, num_slices=num_slices, decode=decode, shard=shard or (0, 1))
     out = ray.data.range(num_slices, override_num_blocks=num_slices)
     out = out.map_batches(_decode_slices, fn_kwargs=kwargs, batch_size=None)
     out.context.execution_options.preserve_order = True  # slices in order: the same rows to the same rank
@@ -411,13 +448,18 @@ def training_dataset(
 
 
 def eval_dataset(
-    data_root: str | Path, domains: Sequence[str], *, spec: InputSpec, split: str, cache: bool | None = None
+    data_root: str | Path, domains: Sequence[str], *, spec: InputSpec, split: str, cache: bool | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> "ray.data.Dataset":
     """Every row of ``split`` in ``domains``, decoded without augmentation.
 
     Columns as :func:`training_dataset` plus ``domain`` and ``attack_type`` (str). Video ids are
     unique within a domain: group frames by ``(domain, video_id)``. ``cache`` as in :func:`training_dataset`.
+    ``shard=(rank, world)``: the cached blocks rank, rank + world, ... (the ranks' shares are
+    disjoint and cover every row once; needs the cached split).
     """
+    import ray.data
+
     check_split(split)
     mans = read_manifests(data_root, domains)
     empty = [d for d, m in mans.items() if sum(class_counts(m, split)) == 0]
@@ -425,5 +467,12 @@ def eval_dataset(
         raise DatasetFormatError(f"domain(s) {empty} have no rows in split {split!r} under {data_root}")
     rows = sum(sum(class_counts(m, split)) for m in mans.values())
     # several blocks even for small sets, so that a split across workers shares the decoding
-    ds, _ = _encoded_rows(data_root, domains, split, int(min(256, max(2 * len(domains), rows // 256))), cache)
+    world = shard[1] if shard else 1
+    ds, cached = _encoded_rows(data_root, domains, split, int(min(256, max(2 * len(domains), world, rows // 256))), cache)
+    if shard is not None:
+        if not cached:
+            raise ValueError(f"eval_dataset(shard={shard}) needs the cached split; {split!r} of {list(domains)} is not cached")
+        refs = ds.to_arrow_refs()[shard[0]::world]
+        ds = ray.data.from_arrow_refs(refs)
+        ds.context.execution_options.preserve_order = True
     return _decoded(ds, spec, augment=False, seed=0, keep_domain=True)

@@ -35,7 +35,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence, Union
 
-import albumentations as A
 import cv2
 import numpy as np
 
@@ -151,7 +150,11 @@ class FASTransform:
         self.in_channels = in_channels
         self.augment = augment
         self.depth_size = img_size // 8
-        self._hsv = A.HueSaturationValue(p=1.0) if augment else None  # its limits and apply(); drawn here
+        self._hsv = None  # albumentations' HueSaturationValue: its limits and apply(); the values are drawn here
+        if augment:
+            import albumentations as A  # here, not at import: half a second of every process that imports the pipeline
+
+            self._hsv = A.HueSaturationValue(p=1.0)
         self._rng = np.random.default_rng(seed)
 
     def set_seed(self, seed: int) -> None:
