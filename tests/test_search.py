@@ -2,8 +2,6 @@
 
 import csv
 import json
-import sqlite3
-from pathlib import Path
 
 import optuna
 import pytest

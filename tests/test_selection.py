@@ -1,5 +1,3 @@
-import math
-
 import pytest
 
 from anrl_ray.records import append_record, collect_records, read_records

@@ -1,6 +1,5 @@
 import optuna
 import pytest
-import yaml
 
 from anrl_ray.config import make_config
 from anrl_ray.errors import UserError
