@@ -385,7 +385,6 @@ def run_trial(
     configuration in the records (runs of one configuration share it).
     """
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     if not cfg.data_root:
         raise UserError("config key 'data_root' is empty: pass --data DIR (a converted dataset root)")
@@ -407,7 +406,7 @@ def run_trial(
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.gpus_per_worker:
         resources["GPU"] = cfg.gpus_per_worker
-    trainer = TorchTrainer(
+    trainer = _trainer_class(own_data is None)(
         train_loop_per_worker,
         train_loop_config={
             "config": cfg.to_dict(),
@@ -438,6 +437,23 @@ def run_trial(
         dataset_config=None if own_data else data_config(exact=("eval",), execution_options={"train": ordered_ingest_options()}),
     )
     return trainer.fit()
+
+
+def _trainer_class(ray_datasets: bool) -> type:
+    """``TorchTrainer``; without Ray Train datasets (every rank reads its own), one that starts no
+    dataset manager: Ray Train 2.60 starts that actor per run even when it has no dataset to manage
+    (a process start and imports on a small machine's start-up path, docs/NOTES.md)."""
+    from ray.train.torch import TorchTrainer
+
+    if ray_datasets:
+        return TorchTrainer
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback  # private (ray 2.60); tests/test_trial.py
+
+    class OwnDataTrainer(TorchTrainer):
+        def _create_default_callbacks(self) -> list:
+            return [c for c in super()._create_default_callbacks() if not isinstance(c, DatasetsCallback)]
+
+    return OwnDataTrainer
 
 
 class TrialDiverged(RuntimeError):

@@ -300,7 +300,7 @@ def test_search_shares_the_encoded_splits_and_they_give_the_same_epochs(tiny_dat
     object references each time, and the same decoded epochs as a split read by the trial itself."""
     import ray
 
-    from anrl_ray.data.pipeline import SHARED_SPLITS_ACTOR, _encoded_rows, share_encoded_splits
+    from anrl_ray.data.pipeline import SHARED_SPLITS_ACTOR, _cached_blocks, share_encoded_splits
 
     def epoch(ds):
         return [(str(v), _digest(torch.from_numpy(np.array(x)))) for b in ds.iter_batches(batch_size=None)
@@ -310,9 +310,9 @@ def test_search_shares_the_encoded_splits_and_they_give_the_same_epochs(tiny_dat
     alone_eval = sorted(epoch(eval_dataset(tiny_data, SOURCES, spec=SPEC, split="dev")))
     share_encoded_splits()
     try:
-        first, cached = _encoded_rows(tiny_data, SOURCES, "train", 2, None)
-        second, _ = _encoded_rows(tiny_data, SOURCES, "train", 2, None)
-        assert cached and first.to_arrow_refs() == second.to_arrow_refs()  # read once, lent twice
+        first = _cached_blocks(tiny_data, SOURCES, "train", 2, None)
+        second = _cached_blocks(tiny_data, SOURCES, "train", 2, None)
+        assert first is not None and len(first) == 2 and first == second  # read once, lent twice
         assert epoch(training_dataset(tiny_data, SOURCES, spec=SPEC, seed=3)) == alone
         assert sorted(epoch(eval_dataset(tiny_data, SOURCES, spec=SPEC, split="dev"))) == alone_eval
     finally:

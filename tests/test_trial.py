@@ -21,12 +21,12 @@ def tiny_cfg(data, **kw):
     return load_config(None, {**base, **kw}, profile="cpu")
 
 
-def _split_coordinators() -> int:
-    """Ray Data split coordinator actors this Ray runtime has started (alive or dead), read from the
-    GCS (the state API needs the dashboard, which the tests' runtime leaves out)."""
+def _started(actor_class: str) -> int:
+    """Actors of that class this Ray runtime has started (alive or dead), read from the GCS (the
+    state API needs the dashboard, which the tests' runtime leaves out)."""
     import ray._private.state
 
-    return sum(a.get("ActorClassName") == "SplitCoordinator" for a in ray._private.state.actors().values())
+    return sum(a.get("ActorClassName") == actor_class for a in ray._private.state.actors().values())
 
 
 @pytest.fixture(scope="module", params=["train_split", "rank_streams"])
@@ -43,11 +43,13 @@ def two_epoch_run(request, tiny_data, ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("trial")
     cfg = tiny_cfg(tiny_data)
     assert pipeline.rank_streams_available(cfg.data_root, ["O", "C", "I", "M"]) == own
-    coordinators = _split_coordinators()
+    before = {c: _started(c) for c in ("SplitCoordinator", "DatasetManager")}
     result = run_trial(cfg, storage_path=str(out), name="full")
     assert result.error is None, result.error
-    # the ranks' own streams need no Ray Data split coordinator; DataConfig starts one per dataset
-    assert (_split_coordinators() - coordinators == 0) == own
+    # the ranks' own streams need no Ray Train dataset manager nor Ray Data split coordinator;
+    # DataConfig starts a manager and a coordinator per dataset
+    started = {c: _started(c) - n for c, n in before.items()}
+    assert started == ({"SplitCoordinator": 0, "DatasetManager": 0} if own else {"SplitCoordinator": 2, "DatasetManager": 1})
     yield cfg, out
     if own:
         ray.kill(pipeline._shared_splits_handle)

@@ -273,31 +273,32 @@ def _decode_slices(
             yield _decode(table.take(part[start : start + DECODE_BATCH]), **decode)
 
 
-def _encoded_rows(
-    data_root: str | Path, domains: Sequence[str], split: str, num_blocks: int, cache: bool | None
-) -> tuple["ray.data.Dataset", bool]:
-    """The split's rows, still encoded: read + select (+ cached in the object store if small).
+def _cached_blocks(data_root: str | Path, domains: Sequence[str], split: str, num_blocks: int, cache: bool | None) -> list | None:
+    """The split's rows, still encoded, as ``num_blocks`` Arrow blocks in Ray's object store; None if not cached.
 
     Reading Parquet costs Ray Data about a second of fixed overhead per execution (file
     listing, metadata, read tasks), i.e. per epoch; with ``cache`` the encoded rows are read
     once (here) and only the per-epoch stages (subsample, shuffle, decode) run again. ``None``
-    caches when the domains' shards total at most ``CACHE_MAX_BYTES``. Returns the dataset
-    (cut into ``num_blocks`` blocks when cached) and whether it is cached. Inside a search, a
+    caches when the domains' shards total at most ``CACHE_MAX_BYTES``. Inside a search, a
     cached split comes from the search's :class:`EncodedSplits` (read once for all its trials).
+    A split that is not cached is read per execution with :func:`_read_encoded`.
     """
-    import ray.data
-
-    paths = [p for d in domains for p in shard_paths(Path(data_root) / d)]
-    if cache is None:
-        cache = _fits_cache(paths)
-    if not cache:
-        return _read_encoded(paths, domains, split, num_blocks), False
+    paths = _domain_paths(data_root, domains)
+    if not (_fits_cache(paths) if cache is None else cache):
+        return None
     refs = _shared_split(paths, domains, split, num_blocks)
     if refs is None:
-        return _read_encoded(paths, domains, split, num_blocks).repartition(num_blocks).materialize(), True
+        refs = _read_encoded(paths, domains, split, num_blocks).repartition(num_blocks).materialize().to_arrow_refs()
+    return refs
+
+
+def _blocks_dataset(refs: list) -> "ray.data.Dataset":
+    """A dataset over cached blocks, in their order (Ray Data reads every block's metadata: a task each)."""
+    import ray.data
+
     ds = ray.data.from_arrow_refs(refs)
     ds.context.execution_options.preserve_order = True
-    return ds, True
+    return ds
 
 
 def _read_encoded(paths: Sequence[str], domains: Sequence[str], split: str, num_blocks: int) -> "ray.data.Dataset":
@@ -308,6 +309,10 @@ def _read_encoded(paths: Sequence[str], domains: Sequence[str], split: str, num_
     # a fixed block order: the per-epoch shuffle and subsample then repeat across runs (resume)
     ds.context.execution_options.preserve_order = True
     return ds
+
+
+def _domain_paths(data_root: str | Path, domains: Sequence[str]) -> list[Path]:
+    return [p for d in domains for p in shard_paths(Path(data_root) / d)]
 
 
 def _fits_cache(paths: Sequence[str | Path]) -> bool:
@@ -324,7 +329,7 @@ def rank_streams_available(data_root: str | Path, domains: Sequence[str]) -> boo
     """
     import ray
 
-    if not ray.is_initialized() or not _fits_cache([p for d in domains for p in shard_paths(Path(data_root) / d)]):
+    if not ray.is_initialized() or not _fits_cache(_domain_paths(data_root, domains)):
         return False
     try:
         ray.get_actor(SHARED_SPLITS_ACTOR)
@@ -414,7 +419,7 @@ def training_dataset(
     to at most ``KEEP_MARGIN`` x the smallest group (a new subset each epoch), then all rows are
     shuffled globally so that every streaming-split shard holds every group in proportion.
     Consume with :func:`meta_batches`. ``cache``: keep the encoded split in Ray's object store
-    (default: if small, see :func:`_encoded_rows`); it is read when this function is called.
+    (default: if small, see :func:`_cached_blocks`); it is read when this function is called.
     ``shard=(rank, world)``: only that rank's share of every epoch's rows (see
     :func:`_decode_slices`; all ranks get equally many), for a rank that executes its own
     dataset; needs the cached split (:func:`rank_streams_available`).
@@ -431,16 +436,18 @@ def training_dataset(
     cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
     by_bytes = round(rows * _row_bytes(spec) / TASK_BYTES)
     num_slices = int(min(256, max(1, by_bytes, min(cpus, rows // MIN_TASK_ROWS))))
-    ds, cached = _encoded_rows(data_root, domains, split, num_slices, cache)
-    if shard is not None and not cached:
+    refs = _cached_blocks(data_root, domains, split, num_slices, cache)
+    if shard is not None and refs is None:
         raise ValueError(f"training_dataset(shard={shard}) needs the cached split; {split!r} of {list(domains)} is not cached")
-    if not cached:  # Bernoulli subsample per block + Ray Data's all-to-all shuffle, every epoch
+    if refs is None:  # Bernoulli subsample per block + Ray Data's all-to-all shuffle, every epoch
+        paths = _domain_paths(data_root, domains)
         keep = {g: m / counts[g] for g, m in quota.items()}
+        ds = _read_encoded(paths, domains, split, num_slices)
         ds = ds.map_batches(_Subsample(keep, seed), batch_format="pyarrow", batch_size=None)
         ds = ds.random_shuffle(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
         return _decoded(ds, spec, augment=augment, seed=seed, keep_domain=False)
     decode = _decode_kwargs(spec, augment=augment, seed=seed, keep_domain=False)
-    kwargs = dict(refs=ds.to_arrow_refs(), quota=quota, seed=seed, num_slices=num_slices, decode=decode, shard=shard or (0, 1))
+    kwargs = dict(refs=refs, quota=quota, seed=seed, num_slices=num_slices, decode=decode, shard=shard or (0, 1))
     out = ray.data.range(num_slices, override_num_blocks=num_slices)
     out = out.map_batches(_decode_slices, fn_kwargs=kwargs, batch_size=None)
     out.context.execution_options.preserve_order = True  # slices in order: the same rows to the same rank
@@ -458,8 +465,6 @@ def eval_dataset(
     ``shard=(rank, world)``: the cached blocks rank, rank + world, ... (the ranks' shares are
     disjoint and cover every row once; needs the cached split).
     """
-    import ray.data
-
     check_split(split)
     mans = read_manifests(data_root, domains)
     empty = [d for d, m in mans.items() if sum(class_counts(m, split)) == 0]
@@ -468,11 +473,14 @@ def eval_dataset(
     rows = sum(sum(class_counts(m, split)) for m in mans.values())
     # several blocks even for small sets, so that a split across workers shares the decoding
     world = shard[1] if shard else 1
-    ds, cached = _encoded_rows(data_root, domains, split, int(min(256, max(2 * len(domains), world, rows // 256))), cache)
+    num_blocks = int(min(256, max(2 * len(domains), world, rows // 256)))
+    refs = _cached_blocks(data_root, domains, split, num_blocks, cache)
     if shard is not None:
-        if not cached:
+        if refs is None:
             raise ValueError(f"eval_dataset(shard={shard}) needs the cached split; {split!r} of {list(domains)} is not cached")
-        refs = ds.to_arrow_refs()[shard[0]::world]
-        ds = ray.data.from_arrow_refs(refs)
-        ds.context.execution_options.preserve_order = True
+        refs = refs[shard[0]::world]
+    if refs is None:
+        ds = _read_encoded(_domain_paths(data_root, domains), domains, split, num_blocks)
+    else:
+        ds = _blocks_dataset(refs)
     return _decoded(ds, spec, augment=False, seed=0, keep_domain=True)
