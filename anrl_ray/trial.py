@@ -27,7 +27,8 @@ from anrl_ray.checkpoint import CHECKPOINT_FILE, load_checkpoint, write_checkpoi
 from anrl_ray.config import TrialConfig, make_config
 from anrl_ray.data.checks import DecodeErrors
 from anrl_ray.data.pipeline import (
-    InputSpec, data_config, eval_dataset, iter_eval_batches, meta_batches, rank_streams_available, steps_per_epoch, training_dataset,
+    InputSpec, data_config, eval_dataset, iter_eval_batches, meta_batches, rank_streams_available, start_at_epoch, steps_per_epoch,
+    training_dataset,
 )
 from anrl_ray.errors import UserError
 from anrl_ray.experiment import CHECKPOINT_PREFIX, checkpoint_dir_name, records_path
@@ -119,6 +120,13 @@ def last_recorded_checkpoint(run_dir: str | Path) -> str | None:
 def _epoch_of(path: str | Path) -> int:
     name = Path(str(path)).name
     return int(name.removeprefix(CHECKPOINT_PREFIX)) if name.removeprefix(CHECKPOINT_PREFIX).isdigit() else -1
+
+
+def _epoch_after(checkpoint: str | Path, local_dir: str | Path | None = None) -> int:
+    """The first epoch a run continuing from this checkpoint trains: the folder's name says
+    (``checkpoint_epochNNNN``), else its state (read from ``local_dir``, a local copy, if given)."""
+    epoch = _epoch_of(checkpoint)
+    return (epoch if epoch >= 0 else load_checkpoint(local_dir or checkpoint)["epoch"]) + 1
 
 
 def _carry_records(resume_dir: str, run_dir: str, loop_config: dict[str, Any]) -> None:
@@ -287,8 +295,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if resume_dir is not None:
                 # the stream continues after the checkpoint, also when Ray Train restarted the workers
                 # within this run: epoch e gets the data of epoch e of an uninterrupted run
-                epoch = _epoch_of(ckpt.path)
-                data["train"].context._execution_idx = (epoch if epoch >= 0 else load_checkpoint(resume_dir)["epoch"]) + 1
+                start_at_epoch(data["train"], _epoch_after(ckpt.path, resume_dir))
             shards = {k: ds.iterator() for k, ds in data.items()}
         else:
             shards = {k: ray.train.get_dataset_shard(k) for k in ("train", "eval")}
@@ -341,9 +348,7 @@ def build_datasets(cfg: TrialConfig, start_epoch: int = 0, shard: tuple[int, int
     else:
         val = eval_dataset(cfg.data_root, list(cfg.sources), spec=spec, split="dev", shard=shard)
     train = training_dataset(cfg.data_root, list(cfg.sources), spec=spec, split="train", seed=cfg.seed, shard=shard)
-    # Private Ray Data counter (ray 2.60): the execution index that RandomSeedConfig(reseed_after_execution)
-    # and the pipeline's per-epoch seeds read. Checked by tests/test_trial.py's resume test.
-    train.context._execution_idx = start_epoch
+    start_at_epoch(train, start_epoch)
     # val and test in one dataset: one stream (one split coordinator with DataConfig) instead of two
     test = eval_dataset(cfg.data_root, [cfg.target], spec=spec, split="test", shard=shard)
     return {"train": train, "eval": val.union(test)}
@@ -391,11 +396,8 @@ def run_trial(
     storage_path = storage_path if storage.is_uri(storage_path) else os.path.abspath(storage_path)
     run_dir = run_dir or storage.join(storage_path, name)
     # where the data stream must start: after the checkpoint this run will continue from
-    if resume_from:
-        start_epoch = load_checkpoint(resume_from)["epoch"] + 1
-    else:
-        recorded = last_recorded_checkpoint(run_dir)
-        start_epoch = 0 if recorded is None else _epoch_of(recorded) + 1
+    continue_from = resume_from or last_recorded_checkpoint(run_dir)
+    start_epoch = 0 if continue_from is None else _epoch_after(continue_from)
     # In a search (the splits cached and shared) every rank executes its own share of the data;
     # otherwise Ray Train splits one stream per dataset (DataConfig: a dataset manager and a split
     # coordinator per dataset, several seconds more of each trial's start-up).

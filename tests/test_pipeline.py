@@ -12,7 +12,7 @@ import torch
 from anrl_ray.data.batches import iter_eval_batches, meta_batches
 from anrl_ray.data.format import DatasetFormatError, read_manifest
 from anrl_ray.data.ingest import data_config, group_counts, steps_per_epoch
-from anrl_ray.data.pipeline import binary_views, epoch_rows, eval_dataset, training_dataset
+from anrl_ray.data.pipeline import binary_views, epoch_rows, eval_dataset, start_at_epoch, training_dataset
 from anrl_ray.data.transforms import InputSpec
 from anrl_ray.errors import UserError
 
@@ -148,11 +148,11 @@ def test_cached_epochs_repeat_bit_for_bit_in_a_resumed_run(tiny_data, ray_local)
     ds = training_dataset(tiny_data, SOURCES, spec=SPEC, seed=3)
     epochs = [epoch(ds) for _ in range(3)]
     resumed = training_dataset(tiny_data, SOURCES, spec=SPEC, seed=3)
-    resumed.context._execution_idx = 2
+    start_at_epoch(resumed, 2)
     assert epoch(resumed) == epochs[2]
     assert epochs[0] != epochs[1] and {r[1] for r in epochs[0]} != {r[1] for r in epochs[1]}
     other_seed = training_dataset(tiny_data, SOURCES, spec=SPEC, seed=4)
-    other_seed.context._execution_idx = 2
+    start_at_epoch(other_seed, 2)
     assert epoch(other_seed) != epochs[2]
 
 

@@ -95,6 +95,17 @@ def _execution_index() -> int:
         return 0
 
 
+def start_at_epoch(ds: "ray.data.Dataset", epoch: int) -> None:
+    """Make the next execution of ``ds`` its epoch ``epoch``: a resumed run sees the data of an uninterrupted one.
+
+    Ray Data counts a dataset's executions from 0 in the private ``DataContext._execution_idx``
+    (ray 2.60), which ``RandomSeedConfig(reseed_after_execution=True)`` and this pipeline's per-epoch
+    seeds (:func:`_execution_index`) read; the count survives ``ds.copy`` and ``streaming_split``.
+    Guarded by the resume tests (tests/test_pipeline.py, tests/test_trial.py, tests/test_faults.py).
+    """
+    ds.context._execution_idx = epoch
+
+
 def _content_key(video_ids: Sequence[str], frames: Sequence[int]) -> int:
     """A stable number identifying a batch by its first and last rows (seeds per-batch RNGs)."""
     if len(video_ids) == 0:
