@@ -68,9 +68,23 @@ def test_steps_per_epoch_from_manifests(tiny_data):
 def test_public_names_stay_importable_from_pipeline():
     import anrl_ray.data.pipeline as pipeline
 
-    for name in ["InputSpec", "data_config", "eval_dataset", "group_counts", "iter_eval_batches", "meta_batches",
-                 "rank_streams_available", "steps_per_epoch", "training_dataset"]:
+    for name in ["InputSpec", "data_config", "eval_dataset", "group_counts", "rank_streams_available", "steps_per_epoch",
+                 "training_dataset"]:
         assert getattr(pipeline, name) is not None and name in pipeline.__all__
+    assert pipeline.meta_batches is meta_batches and pipeline.iter_eval_batches is iter_eval_batches  # lazily
+    with pytest.raises(AttributeError, match="no_such_name"):
+        pipeline.no_such_name
+
+
+def test_decode_tasks_do_not_import_torch():
+    """Ray Data's task processes import the pipeline to decode; torch (~1 s, ~300 MB each) is for the consumers."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import anrl_ray.data.pipeline as p; print('torch' in sys.modules);"
+            "from anrl_ray.data.pipeline import meta_batches; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
 
 
 def test_binary_views_are_the_bytes_without_copies():
