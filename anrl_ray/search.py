@@ -30,7 +30,7 @@ from anrl_ray.space import SearchSpace, load_space
 from anrl_ray.study import Heartbeat, compare_settings, fail_interrupted, finished_trials, masked_url, resolve_study, study_storage
 from anrl_ray.trial import raise_if_diverged, run_trial
 
-DEFAULT_TRIALS = {"cpu": 8, "full": 20}  # per profile: cpu takes ~7 min on 2 idle cores (see README)
+DEFAULT_TRIALS = {"cpu": 8, "full": 20}  # per profile: cpu takes ~5.5 min on 2 idle cores (see README)
 NOT_PAPER_COMPARABLE = (
     "NOTE: running on the built-in SYNTHETIC benchmark. Its numbers show that the search works; "
     "they are NOT comparable with the paper's OULU/CASIA/Replay/MSU results."

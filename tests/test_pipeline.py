@@ -76,7 +76,7 @@ def test_public_names_stay_importable_from_pipeline():
         pipeline.no_such_name
 
 
-def test_decode_tasks_do_not_import_torch():
+def test_importing_the_pipeline_does_not_import_torch():
     """Ray Data's task processes import the pipeline to decode; torch (~1 s, ~300 MB each) is for the consumers."""
     import subprocess
     import sys

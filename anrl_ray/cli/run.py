@@ -33,7 +33,7 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", default=None, help="search space YAML file, or the name of a shipped space "
                    f"({', '.join(shipped_space_names())}; default: anrl, or anrl_limited for 2 sources)")
     p.add_argument("--num-samples", type=int, default=None,
-                   help="trials in total (default: 8 with the cpu profile, about 7 min on 2 idle cores; 20 full)")
+                   help="trials in total (default: 8 with the cpu profile, about 5.5 min on 2 idle cores; 20 full)")
     p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: as many as fit, one CPU left for data)")
     p.add_argument("--workers-per-trial", type=int, default=2, help="Ray Train workers (DDP ranks) per trial (default 2)")
     p.add_argument("--cpus-per-worker", type=float, default=None,

@@ -71,8 +71,10 @@ __all__ = [
 ]  # and, imported when first used (see __getattr__ below): iter_eval_batches, meta_batches
 
 def __getattr__(name: str):
-    """The consumer side, re-exported lazily: it imports torch, which the decode tasks (Ray Data's
-    worker processes, importing this module) never need (~1 s and ~300 MB per process)."""
+    """The consumer side, re-exported lazily: it imports torch (~1 s, ~300 MB), which a process that
+    imports this module only to decode does not need. (Ray Data's evaluation decode tasks so stay
+    without torch; the augmenting training ones still load it: ``import albumentations`` imports
+    its ``albumentations.pytorch`` helpers.)"""
     if name in ("iter_eval_batches", "meta_batches"):
         from anrl_ray.data import batches
 
