@@ -314,7 +314,7 @@ def test_search_shares_the_encoded_splits_and_they_give_the_same_epochs(tiny_dat
     object references each time, and the same decoded epochs as a split read by the trial itself."""
     import ray
 
-    from anrl_ray.data.pipeline import SHARED_SPLITS_ACTOR, _cached_blocks, share_encoded_splits
+    from anrl_ray.data.pipeline import SHARED_SPLITS_ACTOR, _cached_blocks, _domain_paths, share_encoded_splits
 
     def epoch(ds):
         return [(str(v), _digest(torch.from_numpy(np.array(x)))) for b in ds.iter_batches(batch_size=None)
@@ -324,8 +324,9 @@ def test_search_shares_the_encoded_splits_and_they_give_the_same_epochs(tiny_dat
     alone_eval = sorted(epoch(eval_dataset(tiny_data, SOURCES, spec=SPEC, split="dev")))
     share_encoded_splits()
     try:
-        first = _cached_blocks(tiny_data, SOURCES, "train", 2, None)
-        second = _cached_blocks(tiny_data, SOURCES, "train", 2, None)
+        paths = _domain_paths(tiny_data, SOURCES)
+        first = _cached_blocks(paths, SOURCES, "train", 2, None)
+        second = _cached_blocks(paths, SOURCES, "train", 2, None)
         assert first is not None and len(first) == 2 and first == second  # read once, lent twice
         assert epoch(training_dataset(tiny_data, SOURCES, spec=SPEC, seed=3)) == alone
         assert sorted(epoch(eval_dataset(tiny_data, SOURCES, spec=SPEC, split="dev"))) == alone_eval

@@ -70,6 +70,7 @@ __all__ = [
     "training_dataset",
 ]  # and, imported when first used (see __getattr__ below): iter_eval_batches, meta_batches
 
+
 def __getattr__(name: str):
     """The consumer side, re-exported lazily: it imports torch (~1 s, ~300 MB), which a process that
     imports this module only to decode does not need. (Ray Data's evaluation decode tasks so stay
@@ -293,8 +294,9 @@ def _decode_slices(
             yield _decode(table.take(part[start : start + DECODE_BATCH]), **decode)
 
 
-def _cached_blocks(data_root: str | Path, domains: Sequence[str], split: str, num_blocks: int, cache: bool | None) -> list | None:
-    """The split's rows, still encoded, as ``num_blocks`` Arrow blocks in Ray's object store; None if not cached.
+def _cached_blocks(paths: Sequence[Path], domains: Sequence[str], split: str, num_blocks: int, cache: bool | None) -> list | None:
+    """The split's rows (of ``domains`` in shard files ``paths``), still encoded, as ``num_blocks``
+    Arrow blocks in Ray's object store; None if not cached.
 
     Reading Parquet costs Ray Data about a second of fixed overhead per execution (file
     listing, metadata, read tasks), i.e. per epoch; with ``cache`` the encoded rows are read
@@ -303,7 +305,6 @@ def _cached_blocks(data_root: str | Path, domains: Sequence[str], split: str, nu
     cached split comes from the search's :class:`EncodedSplits` (read once for all its trials).
     A split that is not cached is read per execution with :func:`_read_encoded`.
     """
-    paths = _domain_paths(data_root, domains)
     if not (_fits_cache(paths) if cache is None else cache):
         return None
     refs = _shared_split(paths, domains, split, num_blocks)
@@ -456,11 +457,11 @@ def training_dataset(
     cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
     by_bytes = round(rows * _row_bytes(spec) / TASK_BYTES)
     num_slices = int(min(256, max(1, by_bytes, min(cpus, rows // MIN_TASK_ROWS))))
-    refs = _cached_blocks(data_root, domains, split, num_slices, cache)
+    paths = _domain_paths(data_root, domains)
+    refs = _cached_blocks(paths, domains, split, num_slices, cache)
     if shard is not None and refs is None:
         raise ValueError(f"training_dataset(shard={shard}) needs the cached split; {split!r} of {list(domains)} is not cached")
     if refs is None:  # Bernoulli subsample per block + Ray Data's all-to-all shuffle, every epoch
-        paths = _domain_paths(data_root, domains)
         keep = {g: m / counts[g] for g, m in quota.items()}
         ds = _read_encoded(paths, domains, split, num_slices)
         ds = ds.map_batches(_Subsample(keep, seed), batch_format="pyarrow", batch_size=None)
@@ -494,13 +495,14 @@ def eval_dataset(
     # several blocks even for small sets, so that a split across workers shares the decoding
     world = shard[1] if shard else 1
     num_blocks = int(min(256, max(2 * len(domains), world, rows // 256)))
-    refs = _cached_blocks(data_root, domains, split, num_blocks, cache)
+    paths = _domain_paths(data_root, domains)
+    refs = _cached_blocks(paths, domains, split, num_blocks, cache)
     if shard is not None:
         if refs is None:
             raise ValueError(f"eval_dataset(shard={shard}) needs the cached split; {split!r} of {list(domains)} is not cached")
         refs = refs[shard[0]::world]
     if refs is None:
-        ds = _read_encoded(_domain_paths(data_root, domains), domains, split, num_blocks)
+        ds = _read_encoded(paths, domains, split, num_blocks)
     else:
         ds = _blocks_dataset(refs)
     return _decoded(ds, spec, augment=False, seed=0, keep_domain=True)
